@@ -1,0 +1,107 @@
+"""End-to-end benchmark: generate a synthetic scene (if missing), run the pipeline, print a table.
+
+    python bench/run.py --preset occluded --views 49 --width 800 --height 600 \
+        --conf confs/synthetic.conf [--override 'train.batch_rays = 8192'] [--compare 'KEY = V' ...]
+
+Each run reports wall time per stage, iterations/s, rays/s, peak GPU memory, Chamfer against
+gt/ (mm) and target-mask IoU (NTO3D runs). `--compare` runs a second configuration in the same
+process so speed-ups are ratios taken side by side. `--full_scene` switches NTO3D off.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from datasets.synthetic import make_scene  # noqa: E402
+from systems.config import Conf  # noqa: E402
+from systems.trainer import Trainer  # noqa: E402
+
+
+def run_once(args, case: str, extra: list[str], tag: str) -> dict:
+    overrides = [f'general.base_exp_dir = "{args.exp_root}/{case}/{tag}"', f'dataset.data_dir = "{args.data_root}/{case}"']
+    if args.full_scene:
+        overrides.append("nto3d.enabled = false")
+    conf = Conf.from_file(args.conf, case=case, overrides="\n".join(overrides + args.override + extra))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.time()
+    tr = Trainer(conf, device)
+    t_load = time.time() - t0
+    t1 = time.time()
+    tr.train()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t_train = time.time() - t1
+    t2 = time.time()
+    mesh = tr.validate_mesh()
+    t_mesh = time.time() - t2
+    result = {"tag": tag, "iterations": tr.iteration, "load_s": t_load, "train_s": t_train, "mesh_s": t_mesh,
+              "total_s": time.time() - t0, "it_per_s": tr.iteration / max(t_train, 1e-9),
+              "rays_per_s": tr.iteration * tr.batch_rays / max(t_train, 1e-9),
+              "peak_gpu_gb": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else 0.0,
+              "backend": tr.model.sdf.encoding.backend}
+    ev = mesh.with_suffix(".json")
+    if ev.is_file():
+        result["chamfer"] = json.loads(ev.read_text())
+    timings = tr.exp_dir / "timings.json"
+    if timings.is_file():
+        result["stages"] = json.loads(timings.read_text())
+    hist = getattr(tr.pipeline, "store", None)
+    if hist is not None and hist.history:
+        last = hist.history[-1]
+        result["rounds"] = len(hist.history) - 1
+        result["iou_mean"], result["iou_worst"] = last.get("iou_gt_mean"), last.get("iou_gt_worst")
+    return result
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--preset", default="occluded")
+    ap.add_argument("--views", type=int, default=49)
+    ap.add_argument("--width", type=int, default=1600)
+    ap.add_argument("--height", type=int, default=1200)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--conf", default="confs/synthetic.conf")
+    ap.add_argument("--override", action="append", default=[], help="HOCON line for every run")
+    ap.add_argument("--compare", action="append", default=[], help="HOCON line for a second run")
+    ap.add_argument("--full_scene", action="store_true", help="switch NTO3D off (full-scene NeuS)")
+    ap.add_argument("--data_root", default="data")
+    ap.add_argument("--exp_root", default="exp/bench")
+    ap.add_argument("--json", default=None, help="write the results here")
+    args = ap.parse_args(argv)
+
+    case = f"{args.preset}_{args.views}v_{args.width}x{args.height}_s{args.seed}"
+    scene = Path(args.data_root) / case
+    t0 = time.time()
+    if not (scene / "cameras_sphere.npz").is_file():
+        make_scene(args.preset, scene, n_views=args.views, width=args.width, height=args.height, seed=args.seed,
+                   progress=True)
+    print(f"[bench] scene {scene} ready in {time.time() - t0:.1f} s")
+    results = [run_once(args, case, [], "base")]
+    if args.compare:
+        results.append(run_once(args, case, args.compare, "compare"))
+    keys = ["tag", "backend", "iterations", "train_s", "mesh_s", "total_s", "it_per_s", "rays_per_s", "peak_gpu_gb"]
+    print("\n| " + " | ".join(keys + ["chamfer", "iou mean/worst"]) + " |")
+    for r in results:
+        cells = [f"{r[k]:.2f}" if isinstance(r[k], float) else str(r[k]) for k in keys]
+        ch = r.get("chamfer", {}).get("overall")
+        iou = f"{r['iou_mean']:.3f}/{r['iou_worst']:.3f}" if r.get("iou_mean") is not None else "-"
+        print("| " + " | ".join(cells + [f"{ch:.3f}" if ch is not None else "-", iou]) + " |")
+    if len(results) == 2:
+        print(f"speed-up (it/s compare / base): {results[1]['it_per_s'] / results[0]['it_per_s']:.2f}x")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

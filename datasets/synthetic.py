@@ -1,0 +1,158 @@
+"""Built-in synthetic tabletop scenes with exact ground truth, written in the NeuS/IDR DTU layout.
+
+make_scene(preset, out_dir) renders `n_views` images of a procedurally built scene (one target + at
+least two distractors on a finite table) and writes, in out_dir:
+  image/NNN.png, mask/NNN.png          RGB renders, foreground (any surface hit) masks 0/255
+  cameras_sphere.npz                   world_mat_i, scale_mat_i, camera_mat_i (+ their _inv), DTU style
+  gt/scene.ply, gt/target.ply          watertight marching-cubes meshes of the analytic SDF (mm)
+  gt/scene_visible.ply, gt/target_visible.ply   surface points seen in >= 1 view (completeness GT)
+  gt/target_mask/NNN.png               per-view masks of pixels whose first hit is the target
+  prompt.json, anno_box.json           one click + box on the target in view 0 (ours / NTO3D schema);
+                                       click = most interior target pixel, box = inclusive [x0, y0, x1, y1]
+  scene.json                           metadata (preset, sizes, units, bounding sphere, objects)
+Same arguments give byte-identical files on the same device.
+"""
+from __future__ import annotations
+
+import io
+import json
+import pathlib
+import zipfile
+
+import cv2
+import numpy as np
+import trimesh
+from tqdm import tqdm
+
+from datasets.sphere_tracer import BACKGROUND, LIGHT_DIR, cpu_threads, default_device, render_view
+from datasets.synthetic_cameras import ELEVATION_RANGE_DEG, Camera, make_cameras
+from datasets.synthetic_gt import VISIBLE_SPACING_MM, VisiblePoints, bounding_sphere, prompt_from_mask, sdf_mesh
+from datasets.synthetic_presets import LOOK_AT_HEIGHT_MM, PRESETS, build_preset
+
+__all__ = ["PRESETS", "BACKGROUND", "make_scene"]
+
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed timestamp so the npz is byte-identical across runs
+MIN_VIEW0_TARGET_PIXELS = 50       # below this the click prompt would be meaningless
+VIEW_DIRS = ("image", "mask", "gt/target_mask")  # folders holding one NNN.png per view
+
+
+def _save_npz(path: pathlib.Path, arrays: dict[str, np.ndarray]) -> None:
+    """np.savez equivalent (readable by np.load) without wall-clock timestamps in the zip entries."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name, arr in arrays.items():
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.asanyarray(arr), allow_pickle=False)
+            zf.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_TIME), buf.getvalue())
+
+
+def _write_png(path: pathlib.Path, image: np.ndarray) -> None:
+    """Write an (H,W) grey or (H,W,3) RGB uint8 image."""
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    if not cv2.imwrite(str(path), image):
+        raise OSError(f"could not write image {path}")
+
+
+def _camera_arrays(cams: list[Camera], centre: np.ndarray, radius: float) -> dict[str, np.ndarray]:
+    """DTU-style cameras_sphere.npz content; scale_mat maps the unit sphere onto the bounding sphere."""
+    scale = np.diag([radius, radius, radius, 1.0])
+    scale[:3, 3] = centre
+    arrays = {}
+    for i, cam in enumerate(cams):
+        world = cam.world_mat()
+        arrays[f"world_mat_{i}"] = world
+        arrays[f"world_mat_inv_{i}"] = np.linalg.inv(world)
+        arrays[f"scale_mat_{i}"] = scale
+        arrays[f"scale_mat_inv_{i}"] = np.linalg.inv(scale)
+        arrays[f"camera_mat_{i}"] = np.eye(4)  # unused by NeuS loaders; intrinsics live in world_mat
+        arrays[f"camera_mat_inv_{i}"] = np.eye(4)
+    return arrays
+
+
+def _write_points(path: pathlib.Path, points: np.ndarray) -> None:
+    trimesh.PointCloud(points.astype(np.float64)).export(str(path))
+
+
+def _remove_stale_views(out: pathlib.Path, n_views: int) -> None:
+    """Delete NNN.png views with index >= n_views left by an earlier, larger run into the same folder
+    (they would break the one-image-per-camera layout)."""
+    for sub in VIEW_DIRS:
+        for path in (out / sub).glob("[0-9][0-9][0-9].png"):
+            if int(path.stem) >= n_views:
+                path.unlink()
+
+
+def _check_args(preset: str, n_views: int, width: int, height: int, gt_resolution: int) -> None:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {PRESETS}")
+    if n_views < 1 or n_views > 1000:
+        raise ValueError(f"n_views must be in [1, 1000] (3-digit file names), got {n_views}")
+    if width < 16 or height < 16:
+        raise ValueError(f"image must be at least 16x16 pixels, got width={width}, height={height}")
+    if gt_resolution < 8:
+        raise ValueError(f"gt_resolution must be >= 8, got {gt_resolution}")
+
+
+def make_scene(preset: str, out_dir, n_views: int = 49, width: int = 800, height: int = 600, seed: int = 0,
+               gt_resolution: int = 256, device: str | None = None, progress: bool = False) -> pathlib.Path:
+    """Build preset `preset` (one of PRESETS), render it and write images + ground truth to out_dir.
+
+    device: torch device for rendering/GT (default: cuda if available, else cpu).
+    progress: show a tqdm bar over views. Returns out_dir as a Path.
+    """
+    _check_args(preset, n_views, width, height, gt_resolution)
+    dev = default_device(device)
+    with cpu_threads(dev):
+        return _make_scene(preset, pathlib.Path(out_dir), n_views, width, height, seed, gt_resolution, dev, progress)
+
+
+def _make_scene(preset, out, n_views, width, height, seed, gt_resolution, dev, progress) -> pathlib.Path:
+    """make_scene's body (arguments already checked)."""
+    for sub in VIEW_DIRS:
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    _remove_stale_views(out, n_views)
+    scene, view0_azimuth = build_preset(preset, seed)
+    centre, radius = bounding_sphere(scene, dev)
+    cams = make_cameras(n_views, width, height, centre, radius, view0_azimuth, look_at_z=LOOK_AT_HEIGHT_MM)
+
+    seen = VisiblePoints(VISIBLE_SPACING_MM["scene"])
+    seen_target = VisiblePoints(VISIBLE_SPACING_MM["target"])
+    point = box = None
+    views = tqdm(enumerate(cams), total=n_views, desc=f"render {preset}", unit="view", disable=not progress)
+    for i, cam in views:
+        view = render_view(scene, cam, width, height, centre, radius, dev)
+        target = view.object_id == scene.target_index  # (H,W) bool
+        if i == 0:
+            if target.sum() < MIN_VIEW0_TARGET_PIXELS:
+                raise ValueError(f"view 0 shows only {int(target.sum())} target pixels at {width}x{height}; use a "
+                                 f"larger image (>= {MIN_VIEW0_TARGET_PIXELS} pixels are needed for the prompt)")
+            point, box = prompt_from_mask(target)
+        _write_png(out / "image" / f"{i:03d}.png", view.rgb)
+        _write_png(out / "mask" / f"{i:03d}.png", view.hit.astype(np.uint8) * 255)
+        _write_png(out / "gt" / "target_mask" / f"{i:03d}.png", target.astype(np.uint8) * 255)
+        seen.add(view.points[view.hit])
+        seen_target.add(view.points[target])
+
+    _save_npz(out / "cameras_sphere.npz", _camera_arrays(cams, centre, radius))
+    sdf_mesh(scene, gt_resolution, device=dev).export(str(out / "gt" / "scene.ply"))
+    sdf_mesh(scene, gt_resolution, only=scene.target_index, device=dev).export(str(out / "gt" / "target.ply"))
+    _write_points(out / "gt" / "scene_visible.ply", seen.result(seed=seed))
+    _write_points(out / "gt" / "target_visible.ply", seen_target.result(seed=seed))
+
+    prompt = {"view": 0, "positive": [point], "negative": [], "box": box}
+    anno = {"frames": [{"index": 0, "point": [point], "label": [1], "box": box}]}
+    meta = {
+        "preset": preset, "seed": seed, "n_views": n_views, "width": width, "height": height,
+        "gt_resolution": gt_resolution, "units": "mm", "up": [0.0, 0.0, 1.0], "ground_top_z": 0.0,
+        "background": list(BACKGROUND), "light_dir": list(LIGHT_DIR),
+        "sphere_center": [float(c) for c in centre], "sphere_radius": float(radius),
+        "look_at": [float(centre[0]), float(centre[1]), LOOK_AT_HEIGHT_MM],
+        "focal": float(cams[0].K[0, 0]), "elevation_range_deg": list(ELEVATION_RANGE_DEG),
+        "objects": [{"name": o.name, "is_target": o.is_target} for o in scene.objects],
+        "target": scene.target.name, "target_index": scene.target_index,
+        "camera_convention": "OpenCV: x right, y down, looks along +z; pixel (u=col, v=row) ~ K (R X + t)",
+        "prompt_convention": "point [x=col, y=row]; box [x0, y0, x1, y1] inclusive pixel indices",
+    }
+    for name, obj in (("prompt.json", prompt), ("anno_box.json", anno), ("scene.json", meta)):
+        (out / name).write_text(json.dumps(obj, indent=2) + "\n")
+    return out

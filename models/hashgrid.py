@@ -1,0 +1,282 @@
+"""Multiresolution hash-grid encoding (Instant-NGP) with tiny-cuda-nn's exact maths and parameter layout.
+
+One module, three interchangeable backends sharing one flat fp32 ``params`` tensor:
+  * ``torch``  - vectorised PyTorch (CPU/CUDA, full autograd incl. double backward wrt x);
+  * ``triton`` - fused CUDA kernels (``models/hashgrid_triton.py``);
+  * ``tcnn``   - tiny-cuda-nn's native encoding run on *our* params.
+A checkpoint (state_dict key ``params``) trained with one backend therefore renders with any other.
+
+Layout (tiny-cuda-nn ``GridEncodingTemplated``): level l has ``size_l = min(next_multiple(res_l^D, 8),
+2^log2_hashmap_size)`` entries of F features; levels are stored one after another and the F features of
+an entry are contiguous: ``params[(offset_l + slot) * F + f]``.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+BACKENDS = ("auto", "tcnn", "triton", "torch")
+TCNN_INSTALL = "pip install git+https://github.com/NVlabs/tiny-cuda-nn/#subdirectory=bindings/torch"
+# tiny-cuda-nn's coherent prime hash: one prime per input dimension (the first is 1 for memory coherence).
+HASH_PRIMES = (1, 2654435761, 805459861, 3674653429, 2097192037, 1434869437, 2165219737)
+UINT32_MASK = 0xFFFFFFFF
+PARAM_ALIGNMENT = 8          # tcnn pads each level's entry count to a multiple of 8 (aligned accesses)
+MAX_DENSE_ENTRIES = 2**31 - 1  # tcnn caps the dense entry count of a level (uint32_max / 2)
+INIT_RANGE = 1e-4            # params ~ U(-1e-4, 1e-4), as tiny-cuda-nn initialises grids
+POS_OFFSET = 0.5             # pos = x * scale + 0.5 staggers the levels (Instant-NGP, appendix A)
+TCNN_DIMS = (2, 3)           # input dimensions tiny-cuda-nn's grid encoding is compiled for
+TRITON_DIMS = (3,)           # the Triton kernels are written for 3-D inputs
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+@dataclass(frozen=True)
+class GridLayout:
+    """Per-level constants of a grid, computed exactly as tiny-cuda-nn does (float32 scale maths)."""
+
+    n_dims: int
+    n_features: int
+    scales: tuple      # (L,) float32 values as Python floats: exp2(l * log2(per_level_scale)) * base - 1
+    resolutions: tuple  # (L,) ceil(scale) + 1 vertices per axis
+    sizes: tuple       # (L,) table entries of the level (hashmap_size in tcnn)
+    offsets: tuple     # (L + 1,) first entry of each level; offsets[-1] = total entries
+    dense: tuple       # (L,) True where res^D fits the level, i.e. row-major indexing, no hash
+
+    @property
+    def n_levels(self) -> int:
+        return len(self.scales)
+
+    @property
+    def n_params(self) -> int:
+        return self.offsets[-1] * self.n_features
+
+
+def grid_layout(n_input_dims: int, n_levels: int, n_features_per_level: int, log2_hashmap_size: int,
+                base_resolution: int, per_level_scale: float) -> GridLayout:
+    """Level scales/resolutions/sizes/offsets following tcnn's GridEncodingTemplated constructor."""
+    f32 = np.float32
+    log2_scale = np.log2(f32(per_level_scale))
+    hashmap_size = 2**log2_hashmap_size
+    scales, resolutions, sizes, offsets, dense = [], [], [], [0], []
+    for level in range(n_levels):
+        scale = f32(np.exp2(f32(level) * log2_scale)) * f32(base_resolution) - f32(1.0)
+        res = int(math.ceil(scale)) + 1
+        n_dense = min(res**n_input_dims, MAX_DENSE_ENTRIES)
+        size = min(-(-n_dense // PARAM_ALIGNMENT) * PARAM_ALIGNMENT, hashmap_size)
+        scales.append(float(scale))
+        resolutions.append(res)
+        sizes.append(size)
+        offsets.append(offsets[-1] + size)
+        dense.append(res**n_input_dims <= size)
+    return GridLayout(n_input_dims, n_features_per_level, tuple(scales), tuple(resolutions),
+                      tuple(sizes), tuple(offsets), tuple(dense))
+
+
+_TABLES = {}  # (layout, device) -> level constants as tensors
+
+
+def _torch_tables(layout: GridLayout, device: torch.device) -> tuple:
+    """Level constants as tensors on `device` (cached: no host->device copy per forward)."""
+    key = (layout, device)
+    if key not in _TABLES:
+        _TABLES[key] = _build_torch_tables(layout, device)
+    return _TABLES[key]
+
+
+def _build_torch_tables(layout: GridLayout, device: torch.device) -> tuple:
+    d = layout.n_dims
+    scale = torch.tensor(layout.scales, dtype=torch.float64, device=device)                  # (L,)
+    # row-major strides res^d; hashed levels never use them (0 avoids int64 overflow for big D)
+    stride = torch.tensor([[r**k if dn else 0 for k in range(d)] for r, dn in zip(layout.resolutions, layout.dense)],
+                          dtype=torch.int64, device=device)                                 # (L, D)
+    primes = torch.tensor(HASH_PRIMES[:d], dtype=torch.int64, device=device)                # (D,)
+    size = torch.tensor(layout.sizes, dtype=torch.int64, device=device)                     # (L,)
+    offset = torch.tensor(layout.offsets[:-1], dtype=torch.int64, device=device)            # (L,)
+    dense = torch.tensor(layout.dense, dtype=torch.bool, device=device)                     # (L,)
+    return scale, stride, primes, size, offset, dense
+
+
+def encode_torch(x: torch.Tensor, params: torch.Tensor, layout: GridLayout,
+                 read_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Pure-PyTorch encoding: x (N, D) -> (N, L * F), level-major then feature.
+
+    All levels and all 2^D corners are processed at once (no data-dependent control flow), so it
+    runs on CPU and CUDA, differentiates twice (analytic SDF normals + eikonal) and compiles.
+    `read_dtype` rounds gathered table values (fp16/bf16 reads, as the other backends do).
+    Output dtype: float32, or float64 when x is float64 (for gradcheck).
+    """
+    n, d = x.shape
+    big = torch.float64 if x.dtype == torch.float64 else torch.float32
+    scale, stride, primes, size, offset, dense = _torch_tables(layout, x.device)
+    # pos = x * scale + 0.5 rounded once, like tcnn's fmaf: exact in float64, then rounded to float32
+    pos = (x.to(torch.float64)[:, None, :] * scale[:, None] + POS_OFFSET).to(big)   # (N, L, D)
+    cell = torch.floor(pos.detach())
+    frac = pos - cell                                                                # (N, L, D)
+    lower = cell.to(torch.int64) & UINT32_MASK                                       # uint32 pos_grid
+    corner = torch.stack([lower, (lower + 1) & UINT32_MASK], dim=-1)                 # (N, L, D, 2)
+    dense_terms = corner * stride[:, :, None]                                        # (N, L, D, 2)
+    hash_terms = (corner * primes[:, None]) & UINT32_MASK                            # (N, L, D, 2)
+    weights = torch.stack([1 - frac, frac], dim=-1)                                  # (N, L, D, 2)
+    # combine dimensions; corner k uses the upper vertex along dim j iff bit j of k is set (tcnn order)
+    dense_idx, hash_idx, w = dense_terms[:, :, 0], hash_terms[:, :, 0], weights[:, :, 0]  # (N, L, 2)
+    for j in range(1, d):
+        dense_idx = (dense_terms[:, :, j, :, None] + dense_idx[:, :, None, :]).flatten(2)
+        hash_idx = torch.bitwise_xor(hash_terms[:, :, j, :, None], hash_idx[:, :, None, :]).flatten(2)
+        w = (weights[:, :, j, :, None] * w[:, :, None, :]).flatten(2)               # (N, L, 2^j+1)
+    slot = torch.where(dense[:, None], dense_idx & UINT32_MASK, hash_idx) % size[:, None]
+    entry = slot + offset[:, None]                                                   # (N, L, 2^D)
+    table = params.view(-1, layout.n_features)                                       # (entries, F)
+    feats = table.index_select(0, entry.flatten()).view(*entry.shape, layout.n_features)
+    feats = feats.to(big)
+    if read_dtype is not None and read_dtype != params.dtype:
+        # round the values read, keep full-precision gradients (like the fp32 atomics of the kernels)
+        feats = feats + (feats.detach().to(read_dtype).to(big) - feats.detach())
+    out = (w[..., None] * feats).sum(dim=2)                                          # (N, L, F)
+    return out.reshape(n, layout.n_levels * layout.n_features)
+
+
+def triton_interpreting() -> bool:
+    """True when Triton runs kernels on the CPU interpreter (TRITON_INTERPRET=1)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+@functools.lru_cache(maxsize=None)
+def _import_error(package: str) -> str | None:
+    """None if `package` imports, else the reason (cached: import attempts are slow)."""
+    try:
+        __import__(package)
+    except Exception as exc:  # tcnn can raise OSError/RuntimeError, not just ImportError
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _require(package: str) -> None:
+    err = _import_error(package)
+    if err is None:
+        return
+    hint = TCNN_INSTALL if package == "tinycudann" else "pip install triton"
+    raise RuntimeError(f"HashGrid backend needs the '{package}' package, which failed to import "
+                       f"({err}). Install it with: {hint}")
+
+
+class HashGrid(nn.Module):
+    """Trainable multiresolution hash grid: x (N, D) in [0, 1] -> (N, n_levels * F) float32.
+
+    `params` is always a flat fp32 master copy in tiny-cuda-nn's order (state_dict key ``params``);
+    `param_dtype` (fp16/bf16) only sets the precision in which table values are *read*, with fp32
+    interpolation and fp32 gradients, so checkpoints stay portable between backends and dtypes.
+    """
+
+    def __init__(self, n_input_dims: int = 3, n_levels: int = 16, n_features_per_level: int = 2,
+                 log2_hashmap_size: int = 19, base_resolution: int = 16, per_level_scale: float = 1.447,
+                 backend: str = "auto", param_dtype: torch.dtype = torch.float32):
+        super().__init__()
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if not 1 <= n_input_dims <= len(HASH_PRIMES):
+            raise ValueError(f"n_input_dims must be in [1, {len(HASH_PRIMES)}], got {n_input_dims}")
+        if n_features_per_level not in (1, 2, 4, 8):
+            raise ValueError(f"n_features_per_level must be 1, 2, 4 or 8, got {n_features_per_level}")
+        if n_levels < 1 or base_resolution < 2 or per_level_scale < 1 or not 1 <= log2_hashmap_size <= 30:
+            raise ValueError("need n_levels >= 1, base_resolution >= 2, per_level_scale >= 1, "
+                             "1 <= log2_hashmap_size <= 30")
+        if param_dtype not in (torch.float32, *HALF_DTYPES):
+            raise ValueError(f"param_dtype must be float32, float16 or bfloat16, got {param_dtype}")
+        self.requested_backend = backend
+        self.param_dtype = param_dtype
+        self.config = dict(n_input_dims=n_input_dims, n_levels=n_levels, n_features_per_level=n_features_per_level,
+                           log2_hashmap_size=log2_hashmap_size, base_resolution=base_resolution,
+                           per_level_scale=per_level_scale)
+        self.layout = grid_layout(n_input_dims, n_levels, n_features_per_level, log2_hashmap_size,
+                                  base_resolution, per_level_scale)
+        self.n_input_dims = n_input_dims
+        self.n_output_dims = n_levels * n_features_per_level
+        self.n_params = self.layout.n_params
+        self.params = nn.Parameter(torch.empty(self.n_params).uniform_(-INIT_RANGE, INIT_RANGE))
+        self._tcnn_modules = {}  # device -> tinycudann.Encoding (not a submodule: its params are ours)
+        if backend in ("tcnn", "triton"):
+            _require("tinycudann" if backend == "tcnn" else "triton")
+            self._check_supported(backend)
+
+    def _check_supported(self, backend: str) -> None:
+        """Clear errors for configurations a forced backend cannot run."""
+        dims = self.n_input_dims
+        if backend == "tcnn" and self.param_dtype == torch.bfloat16:
+            raise ValueError("tiny-cuda-nn supports param_dtype float32/float16, not bfloat16")
+        if backend == "tcnn" and dims not in TCNN_DIMS:
+            raise ValueError(f"tiny-cuda-nn's grid encodes {TCNN_DIMS}-D inputs, not {dims}-D")
+        if backend == "triton" and dims not in TRITON_DIMS:
+            raise ValueError(f"the Triton kernels encode {TRITON_DIMS}-D inputs, not {dims}-D")
+
+    def resolve_backend(self, device: torch.device) -> str:
+        """Backend used for inputs on `device` (auto: tcnn > triton on CUDA, else torch)."""
+        device = torch.device(device)
+        req = self.requested_backend
+        if req == "auto":
+            if device.type != "cuda":
+                return "torch"
+            d = self.n_input_dims
+            if d in TCNN_DIMS and self.param_dtype != torch.bfloat16 and _import_error("tinycudann") is None:
+                return "tcnn"
+            if d in TRITON_DIMS and _import_error("triton") is None:
+                return "triton"
+            return "torch"
+        if device.type != "cuda" and req == "tcnn":
+            raise RuntimeError(f"backend 'tcnn' runs on CUDA tensors only, got {device}")
+        if device.type != "cuda" and req == "triton" and not triton_interpreting():
+            raise RuntimeError(f"backend 'triton' runs on CUDA tensors only (or set TRITON_INTERPRET=1 "
+                               f"before importing triton for the CPU interpreter), got {device}")
+        self._check_supported(req)
+        return req
+
+    @property
+    def backend(self) -> str:
+        """Resolved backend for the device the params currently live on."""
+        return self.resolve_backend(self.params.device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 2 or x.shape[1] != self.n_input_dims:
+            raise ValueError(f"HashGrid expects x of shape (N, {self.n_input_dims}), got {tuple(x.shape)}")
+        if x.device != self.params.device:
+            raise RuntimeError(f"x is on {x.device} but HashGrid params are on {self.params.device}")
+        backend = self.resolve_backend(x.device)
+        if backend == "torch":
+            read = None if self.param_dtype == torch.float32 else self.param_dtype
+            return encode_torch(x, self.params, self.layout, read)
+        if backend == "triton":
+            from models.hashgrid_triton import encode_triton
+            return encode_triton(x, self.params, self.layout, self.param_dtype)
+        return self._forward_tcnn(x)
+
+    def _forward_tcnn(self, x: torch.Tensor) -> torch.Tensor:
+        """Run tinycudann.Encoding with our flat params.
+
+        tcnn's torch Module passes ``self.params.to(precision)`` into its autograd function at every
+        call, so re-pointing its ``params`` attribute at our Parameter makes it read and accumulate
+        gradients into our (fp32 master) tensor; its own freshly initialised copy is dropped.
+        """
+        enc = self._tcnn_modules.get(x.device)
+        if enc is None:
+            import tinycudann as tcnn
+            cfg = self.config
+            encoding_config = {"otype": "HashGrid", "n_levels": cfg["n_levels"],
+                               "n_features_per_level": cfg["n_features_per_level"],
+                               "log2_hashmap_size": cfg["log2_hashmap_size"],
+                               "base_resolution": cfg["base_resolution"],
+                               "per_level_scale": cfg["per_level_scale"], "interpolation": "Linear"}
+            with torch.cuda.device(x.device):
+                enc = tcnn.Encoding(cfg["n_input_dims"], encoding_config, dtype=self.param_dtype)
+            if enc.n_params != self.n_params:
+                raise RuntimeError(f"tcnn reports {enc.n_params} params, our layout {self.n_params}")
+            self._tcnn_modules[x.device] = enc
+        enc.params = self.params
+        return enc(x.float()).float()
+
+    def extra_repr(self) -> str:
+        cfg = ", ".join(f"{k}={v}" for k, v in self.config.items())
+        return f"{cfg}, backend={self.requested_backend!r}, param_dtype={self.param_dtype}, n_params={self.n_params}"

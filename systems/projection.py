@@ -1,0 +1,49 @@
+"""Render the occupancy (instance) field into every view, and read ground-truth target masks."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from datasets.dtu import near_far_from_sphere
+from systems.stages import INSTANCE
+
+
+@torch.no_grad()
+def project_views(tr, resolution_level: int) -> np.ndarray:
+    """(N,H,W) float32 target probability per view: rendered at 1/level, upsampled to the full size."""
+    ds = tr.dataset
+    out = np.empty((ds.n_images, ds.H, ds.W), np.float32)
+    tr.model.eval()
+    for v in range(ds.n_images):
+        rays = ds.rays_at(v, resolution_level)
+        h, w = rays["rays_o"].shape[:2]
+        o, d = rays["rays_o"].reshape(-1, 3), rays["rays_d"].reshape(-1, 3)
+        vals = []
+        for oc, dc in zip(o.split(tr.val_chunk), d.split(tr.val_chunk)):
+            near, far = near_far_from_sphere(oc, dc)
+            vals.append(tr.model.renderer.render_heads(oc, dc, near, far, (INSTANCE,))[INSTANCE])
+        prob = torch.cat(vals).reshape(h, w).float().cpu().numpy()
+        out[v] = cv2.resize(prob, (ds.W, ds.H), interpolation=cv2.INTER_LINEAR) if (h, w) != (ds.H, ds.W) else prob
+    tr.model.train()
+    return out
+
+
+def load_gt_masks(ds, rel_dir: str) -> np.ndarray | None:
+    """Ground-truth target masks (N,H,W) bool from <data_dir>/<rel_dir>/NNN.png, or None ('' or absent)."""
+    if not rel_dir:
+        return None
+    folder = Path(ds.data_dir) / rel_dir
+    files = sorted(p for p in folder.glob("*.png")) if folder.is_dir() else []
+    if len(files) != ds.n_images:
+        print(f"[nto3d] no ground-truth masks used: {folder} has {len(files)} PNGs for {ds.n_images} views")
+        return None
+    masks = []
+    for f in files:
+        m = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)
+        if m.shape != (ds.H, ds.W):
+            m = cv2.resize(m, (ds.W, ds.H), interpolation=cv2.INTER_NEAREST)
+        masks.append(m > 127)
+    return np.stack(masks)
