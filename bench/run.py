@@ -35,6 +35,8 @@ def run_once(args, case: str, extra: list[str], tag: str) -> dict:
         torch.cuda.reset_peak_memory_stats()
     t0 = time.time()
     tr = Trainer(conf, device)
+    if args.time_budget > 0:
+        tr.deadline = time.time() + args.time_budget
     t_load = time.time() - t0
     t1 = time.time()
     tr.train()
@@ -76,6 +78,7 @@ def main(argv=None) -> int:
     ap.add_argument("--full_scene", action="store_true", help="switch NTO3D off (full-scene NeuS)")
     ap.add_argument("--data_root", default="data")
     ap.add_argument("--exp_root", default="exp/bench")
+    ap.add_argument("--time_budget", type=float, default=0.0, help="stop training after this many seconds")
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args(argv)
 

@@ -16,6 +16,7 @@ from models.hashgrid import HashGrid
 SOFTPLUS_BETA = 100.0  # IDR/NeuS: a smooth ReLU sharp enough to keep the SDF near-linear
 VARIANCE_SCALE = 10.0  # NeuS: inv_s = exp(VARIANCE_SCALE * variance)
 HEAD_ACTIVATIONS = {"sigmoid": torch.sigmoid, "none": lambda t: t}
+SIGMOID_HEAD_PRIOR_LOGIT = -2.0  # probability heads start at ~0.12: space no view has labelled is "not it"
 
 
 def frequency_encoding(x: torch.Tensor, n_freqs: int) -> torch.Tensor:
@@ -61,6 +62,10 @@ class SDFNetwork(nn.Module):
             name: mlp(in_dim, head_hidden_dim, 1, dim, nn.ReLU(inplace=True)) for name, (dim, _) in heads.items()
         })
         self.head_activation = {name: HEAD_ACTIVATIONS[act] for name, (_, act) in heads.items()}
+        with torch.no_grad():
+            for name, (_, act) in heads.items():
+                if act == "sigmoid":
+                    self.heads[name][-1].bias.fill_(SIGMOID_HEAD_PRIOR_LOGIT)
 
     @torch.no_grad()
     def _geometric_init(self, radius: float, hidden_dim: int) -> None:

@@ -1,17 +1,20 @@
 """Fused Triton kernels for the hash-grid encoding (same maths and layout as models/hashgrid.py).
 
 Design (why it is fast):
-  * one program = BLOCK points x a contiguous run of ``levels_per_program`` levels; the level loop runs
-    inside the kernel (x is read once, per-level constants are scalars). levels_per_program=1 turns the
-    level into a grid axis instead (tcnn's choice: one level's table in L2 at a time). Programs are
-    scheduled point-block-fastest, so concurrently running programs share the same levels' tables.
+  * one program = BLOCK points x a run of ``levels_per_program`` levels: the level loop runs inside the
+    kernel (x read once, per-level constants are scalars) and the groups of levels form a grid axis.
+    Programs run point-block-fastest, so concurrent programs share one group's tables in L2; 4 levels
+    x 2 fp32 features also make each point's output write one full 32-byte sector.
   * per level, corner terms are built once per dimension (lower/upper vertex) and combined per corner:
     ``+`` for dense levels (row-major index) and ``^`` for hashed ones (tcnn's coherent prime hash),
     all in uint32 arithmetic that wraps exactly like tcnn's. Hashed levels always have 2^k entries, so
     their wrap is a mask; only dense levels pay for an integer ``%`` (a uniform, per-level branch).
-  * the F features of an entry are contiguous: each point gathers a (F,) vector per corner.
+  * the F features of an entry are contiguous. For F == 2 ("pair" path) all tiles are 1-D and each
+    corner is one 8-byte (fp32) / 4-byte (fp16/bf16) load through a reinterpreted pointer, each
+    point's level output one 8-byte store (Triton did not vectorise the (B, 2) tile's gathers).
   * backward wrt params: fp32 atomics of grad_out * weight into an fp32 gradient buffer (relaxed
-    ordering); optionally one 2-wide ``red.global.v2.f32.add`` per corner for F == 2 (sm_90).
+    ordering); on sm_90 one 2-wide ``red.global.v2.f32.add`` per corner (half the L2 atomic
+    transactions, the backward's bottleneck).
   * backward wrt x (only when x.requires_grad): gathers the corners again and accumulates
     dL/dx = sum_c (g . v_c) dw_c/dfrac * scale; differentiating it again (create_graph=True) raises
     (use the torch backend for analytic double backward).
@@ -37,17 +40,19 @@ N_CORNERS = tl.constexpr(8)   # 2^3 trilinear corners
 META_COLS = tl.constexpr(4)   # per-level int32 table: resolution, size, first entry, dense
 PRIME_Y = tl.constexpr(2654435761)   # tcnn coherent prime hash, dims 1 and 2 (dim 0 uses 1)
 PRIME_Z = tl.constexpr(805459861)
+VECTOR_RED_CAPABILITY = (9, 0)  # red.global.v2.f32 needs sm_90
 
 
 @dataclass(frozen=True)
 class TritonConfig:
-    """Launch knobs (tuned on the GPU with bench/hashgrid.py --sweep)."""
+    """Launch knobs. Defaults = best of bench/hashgrid.py --sweep on an H100 (Triton 3.6): 3.48 ms fp32 /
+    3.39 ms fp16 for fwd+bwd at 2^20 points; levels_per_program 1 was ~4% and 16 ~45% slower."""
 
     block: int = 128                 # points per program (power of two)
     num_warps: int = 4
-    levels_per_program: int = 16     # >= n_levels: all levels in one program; 1: level as a grid axis
+    levels_per_program: int = 4      # >= n_levels: all levels in one program; 1: level as a grid axis
     pair_loads: bool = True          # F == 2: 1-D tiles, both features in one vector load/store
-    vec_atomics: bool = False        # with pair_loads: one v2 fp32 reduction per corner (sm_90 PTX)
+    vec_atomics: bool = True         # with pair_loads: one v2 fp32 reduction per corner (sm_90+ only)
 
 
 DEFAULT_CONFIG = TritonConfig()
@@ -112,8 +117,8 @@ def _red_add_v2(address, a, b):
 
 
 @triton.jit
-def _hashgrid_fwd(x_ptr, table_ptr, meta_ptr, scale_ptr, out_ptr, N, L, levels_per_program,
-                  F: tl.constexpr, BLOCK: tl.constexpr, PAIR: tl.constexpr):
+def _hashgrid_fwd(x_ptr, table_ptr, meta_ptr, scale_ptr, out_ptr, N, L,
+                  LEVELS: tl.constexpr, F: tl.constexpr, BLOCK: tl.constexpr, PAIR: tl.constexpr):
     """out[n, l*F + f] = sum_c w_c(n, l) * table[(first_l + slot_c(n, l)) * F + f]."""
     rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)          # (B,)
     rmask = rows < N
@@ -121,8 +126,8 @@ def _hashgrid_fwd(x_ptr, table_ptr, meta_ptr, scale_ptr, out_ptr, N, L, levels_p
     x1 = tl.load(x_ptr + rows * ROW + 1, mask=rmask, other=0.0)
     x2 = tl.load(x_ptr + rows * ROW + 2, mask=rmask, other=0.0)
     row_start = rows.to(tl.int64) * (L * F)                         # (B,) first output column
-    for i in range(levels_per_program):
-        lvl = tl.program_id(1) * levels_per_program + i
+    for i in range(LEVELS):  # compile-time trip count (levels per program)
+        lvl = tl.program_id(1) * LEVELS + i
         if lvl < L:  # last group may be partial
             _fwd_level(x0, x1, x2, table_ptr, meta_ptr, scale_ptr, out_ptr, row_start, lvl, rmask,
                        F, BLOCK, PAIR)
@@ -161,7 +166,7 @@ def _fwd_level(x0, x1, x2, table_ptr, meta_ptr, scale_ptr, out_ptr, row_start, l
 
 @triton.jit
 def _hashgrid_bwd(x_ptr, table_ptr, meta_ptr, scale_ptr, gout_ptr, gtable_ptr, gx_ptr,
-                  N, L, levels_per_program,
+                  N, L, LEVELS: tl.constexpr,
                   F: tl.constexpr, BLOCK: tl.constexpr, PAIR: tl.constexpr, NEED_PARAMS: tl.constexpr,
                   NEED_X: tl.constexpr, VEC_ATOMICS: tl.constexpr):
     """gtable[slot] += g * w for every corner (fp32 atomics); gx[group, n, :] = this group's dL/dx."""
@@ -174,8 +179,8 @@ def _hashgrid_bwd(x_ptr, table_ptr, meta_ptr, scale_ptr, gout_ptr, gtable_ptr, g
     dx0 = tl.zeros((BLOCK,), dtype=tl.float32)
     dx1 = tl.zeros((BLOCK,), dtype=tl.float32)
     dx2 = tl.zeros((BLOCK,), dtype=tl.float32)
-    for i in range(levels_per_program):
-        lvl = tl.program_id(1) * levels_per_program + i
+    for i in range(LEVELS):  # compile-time trip count (levels per program)
+        lvl = tl.program_id(1) * LEVELS + i
         if lvl < L:  # last group may be partial
             l0, l1, l2 = _bwd_level(x0, x1, x2, table_ptr, meta_ptr, scale_ptr, gout_ptr, gtable_ptr, row_start,
                                     lvl, rmask, F, BLOCK, PAIR, NEED_PARAMS, NEED_X, VEC_ATOMICS)
@@ -258,6 +263,11 @@ def _use_pairs(cfg: TritonConfig, f: int, *tensors) -> bool:
     return cfg.pair_loads and f == 2 and all(t.data_ptr() % 8 == 0 for t in tensors)
 
 
+def _has_vector_red(device: torch.device) -> bool:
+    """red.global.v2.f32 exists from sm_90 (Hopper) on; never in the CPU interpreter."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= VECTOR_RED_CAPABILITY
+
+
 def _grid(n: int, layout: GridLayout, cfg: TritonConfig):
     lpp = max(1, min(cfg.levels_per_program, layout.n_levels))
     return (triton.cdiv(n, cfg.block), triton.cdiv(layout.n_levels, lpp)), lpp
@@ -275,7 +285,7 @@ class _HashGridTriton(torch.autograd.Function):
         if n > 0:
             meta, scale = _level_tables(layout, x.device)
             grid, lpp = _grid(n, layout, cfg)
-            _hashgrid_fwd[grid](x32, table, meta, scale, out, n, layout.n_levels, lpp,
+            _hashgrid_fwd[grid](x32, table, meta, scale, out, n, layout.n_levels, LEVELS=lpp,
                                 F=f, BLOCK=cfg.block, PAIR=_use_pairs(cfg, f, table, out),
                                 num_warps=cfg.num_warps)
         ctx.save_for_backward(x32, table)
@@ -300,9 +310,9 @@ class _HashGridTriton(torch.autograd.Function):
             gout = grad_out.to(torch.float32).contiguous()                           # (N, L * F)
             gtable_arg = gtable if need_params else gout  # unused pointer when not needed
             pair = _use_pairs(cfg, f, table, gout, gtable_arg)
-            vec = pair and cfg.vec_atomics and not triton_interpreting()  # no inline PTX on the CPU
+            vec = pair and cfg.vec_atomics and _has_vector_red(x32.device)
             _hashgrid_bwd[grid](x32, table, meta, scale, gout, gtable_arg, gx if need_x else gout,
-                                n, layout.n_levels, lpp, F=f, BLOCK=cfg.block, PAIR=pair,
+                                n, layout.n_levels, LEVELS=lpp, F=f, BLOCK=cfg.block, PAIR=pair,
                                 NEED_PARAMS=need_params, NEED_X=need_x, VEC_ATOMICS=vec,
                                 num_warps=cfg.num_warps)
         grad_x = gx.sum(0).to(ctx.x_dtype) if need_x else None

@@ -45,7 +45,8 @@ class MaskStore:
 
     @property
     def rounds_done(self) -> int:
-        return len(self.history)
+        """Segmenter rounds run so far (the prompt's own entry, if any, is not a round)."""
+        return sum(1 for h in self.history if "views" in h)
 
     def set_prompt_mask(self, view: int, mask: np.ndarray) -> None:
         self.masks[view] = mask

@@ -162,7 +162,7 @@ class NTO3DPipeline:
         stage.set_masks(self.store.masks, self.store.accepted)
         prompt_view = next(v for v, src in enumerate(self.store.source) if src == "prompt")
         nominal = self.warmup_iters + s.max_rounds * self.round_iters
-        rounds = lambda: self.store.rounds_done - 1  # history[0] is the prompt
+        rounds = lambda: self.store.rounds_done  # noqa: E731
         while True:
             t0 = time.time()
             until = self.phase_start + self.warmup_iters + rounds() * self.round_iters
@@ -178,7 +178,7 @@ class NTO3DPipeline:
                                seed=tr.iteration, gt_masks=gt)
             self._tick("segmenter", t0)
             save_round(out_dir, self.store, report, images, proj, s.proj_threshold)
-            msg = f"[lift] round {report['round'] - 1}: accepted {report['n_accepted']}/{len(images)}, " \
+            msg = f"[lift] round {report['round']}: accepted {report['n_accepted']}/{len(images)}, " \
                   f"change {report['mean_change']:.3f}"
             if "iou_gt_mean" in report:
                 msg += f", IoU vs gt mean {report['iou_gt_mean']:.3f} worst {report['iou_gt_worst']:.3f}"

@@ -15,6 +15,7 @@ from datasets.dtu import near_far_from_sphere
 from systems import checkpoint as ckpt
 from systems.builders import build_dataset, build_model, build_optimizer
 from systems.config import Conf
+from systems.distill import build_feature_distiller
 from systems.pipelines import build_pipeline
 from systems.stages import LossWeights
 from systems.schedule import cos_anneal_ratio, lr_factor
@@ -62,13 +63,18 @@ class Trainer:
             raise ValueError(f"train.mask_weight > 0 in {conf.source} but {self.dataset.data_dir}/mask/ is "
                              "missing or dataset.load_masks is false: add masks or set mask_weight = 0")
         self.pipeline = build_pipeline(conf, self)
-        self.model = build_model(conf, self.pipeline.heads).to(device)
+        self.features = build_feature_distiller(conf, self)  # None when features.enabled = false
+        heads = {**self.pipeline.heads, **(self.features.heads if self.features is not None else {})}
+        self.model = build_model(conf, heads).to(device)
+        if self.features is not None:
+            self.model.add_module("features", self.features.to(device))  # optimised and checkpointed
         self.bound = conf.get("model.bound", float)
         self.optimizer = build_optimizer(conf, self.model)
         conf.check_all_read()
 
         self.generator = torch.Generator(device=device).manual_seed(seed)
         self.iteration = 0
+        self.deadline: float | None = None  # time.time() after which run_steps returns (benchmarks)
         self.writer: SummaryWriter | None = None
         if is_continue:
             self.resume()
@@ -105,9 +111,12 @@ class Trainer:
         batch = stage.batch(self)
         o, d = batch["rays_o"], batch["rays_d"]
         near, far = near_far_from_sphere(o, d)
+        heads = stage.heads + (self.features.render_heads(self, stage) if self.features is not None else ())
         out = self.model.renderer.render(o, d, near, far, batch["background"],
-                                         cos_anneal_ratio(self.iteration, self.anneal_iters), heads=stage.heads)
+                                         cos_anneal_ratio(self.iteration, self.anneal_iters), heads=heads)
         terms = stage.losses(out, batch)
+        if self.features is not None:
+            terms.update(self.features.losses(self, stage, out, batch))
         loss = sum(w * v for w, v in terms.values())
         self._set_lr(phase_start, self.max_iters if phase_len is None else phase_len)
         self.optimizer.zero_grad(set_to_none=True)
@@ -133,6 +142,9 @@ class Trainer:
         n_sum = 0
         bar = tqdm(total=until, initial=self.iteration, desc=desc, dynamic_ncols=True)
         while self.iteration < until:
+            if self.deadline is not None and time.time() > self.deadline:
+                print(f"[train] time budget reached at iteration {self.iteration}")
+                break
             for k, v in self.train_step(stage, phase_start, phase_len).items():
                 sums[k] = sums.get(k, 0.0) + v
             n_sum += 1
@@ -162,10 +174,12 @@ class Trainer:
     def validate_image(self, view: int | None = None) -> Path:
         view = (self.iteration // max(1, self.val_image_every)) % self.dataset.n_images if view is None else view
         self.model.eval()
-        rendered = render_view(self.model, self.dataset, view, self.val_level, self.val_chunk, self.background)
+        heads = tuple(self.features.heads) if self.features is not None else ()
+        rendered = render_view(self.model, self.dataset, view, self.val_level, self.val_chunk, self.background, heads)
         self.model.train()
         path = self.exp_dir / "validations" / f"{self.iteration:08d}_{view:03d}.png"
-        save_validation_image(path, rendered, self.dataset.poses[view].cpu().numpy())
+        extra = [self.features.pca_image(rendered) if self.features is not None else None]
+        save_validation_image(path, rendered, self.dataset.poses[view].cpu().numpy(), [e for e in extra if e is not None])
         return path
 
     def validate_mesh(self, resolution: int | None = None, threshold: float | None = None) -> Path:

@@ -39,11 +39,14 @@ def normals_to_image(normal: np.ndarray, pose: np.ndarray) -> np.ndarray:
     return np.clip(cam * 0.5 + 0.5, 0.0, 1.0)
 
 
-def save_validation_image(path: Path, rendered: dict[str, np.ndarray], pose: np.ndarray) -> None:
+def save_validation_image(path: Path, rendered: dict[str, np.ndarray], pose: np.ndarray,
+                          extra_panels: list[np.ndarray] = ()) -> None:
+    """One PNG: rendered colour | ground truth | normals | extra panels (e.g. feature PCA), each (h,w,3)."""
     panels = [rendered["color"]]
     if rendered.get("gt") is not None:
         panels.append(rendered["gt"])
     panels.append(normals_to_image(rendered["normal"], pose))
+    panels.extend(extra_panels)
     img = np.concatenate([np.clip(p, 0.0, 1.0) for p in panels], axis=1)
     path.parent.mkdir(parents=True, exist_ok=True)
     imageio.imwrite(path, (img * 255).round().astype(np.uint8))

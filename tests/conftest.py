@@ -13,6 +13,7 @@ SHARED = Path(os.environ.get("NTO3D_SHARED", ROOT.parent / "shared"))
 import torch  # noqa: E402
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+os.environ.setdefault("TQDM_DISABLE", "1")  # keep test logs readable
 
 
 @pytest.fixture(scope="session")
