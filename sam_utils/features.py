@@ -24,6 +24,7 @@ N x 256 x 64 x 64 x 2 bytes = 2 MiB per view (DTU, 49 views: 98 MiB).
 from __future__ import annotations
 
 import abc
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -143,18 +144,31 @@ class SamEmbeddingSource(GridFeatureSource):
         return cls(emb, hw, device)
 
 
-def load_encoder(model_type: str, checkpoint: str, device="cpu"):
-    """(SAM model, cache model_id) for the features: official weights, or random ones when
-    model_type is "tiny" or checkpoint is RANDOM_CHECKPOINT (benchmarks: timings are real,
-    features are meaningless)."""
-    from .sam_model import (RANDOM_MODEL_TYPES, build_random_sam, checkpoint_model_id, load_sam,
-                            random_model_id)
+def is_random(model_type: str, checkpoint: str) -> bool:
+    return model_type == "tiny" or checkpoint == RANDOM_CHECKPOINT
 
-    if model_type == "tiny" or checkpoint == RANDOM_CHECKPOINT:
-        if model_type not in RANDOM_MODEL_TYPES:
-            raise SamCheckpointError(f"no random SAM of type {model_type!r}; random weights exist for "
-                                     f"{list(RANDOM_MODEL_TYPES)}")
-        if model_type != "tiny":
-            print(f"[features] WARNING: RANDOM {model_type} weights (benchmark only; features are noise)")
-        return build_random_sam(model_type, RANDOM_SEED).to(device), random_model_id(model_type, RANDOM_SEED)
-    return load_sam(model_type, checkpoint, device), checkpoint_model_id(checkpoint)
+
+def encoder_model_id(model_type: str, checkpoint: str) -> str:
+    """The embedding-cache identity of the configured weights, without loading them."""
+    from .sam_model import checkpoint_model_id, load_sam, random_model_id
+
+    if is_random(model_type, checkpoint):
+        return random_model_id(model_type, RANDOM_SEED)
+    if not Path(checkpoint).expanduser().is_file():
+        load_sam(model_type, checkpoint)  # raises SamCheckpointError saying how to get the weights
+    return checkpoint_model_id(Path(checkpoint).expanduser())
+
+
+def load_encoder(model_type: str, checkpoint: str, device="cpu"):
+    """SAM model for the features: official weights, or random ones when model_type is "tiny" or
+    checkpoint is RANDOM_CHECKPOINT (benchmarks: timings are real, features are not SAM's)."""
+    from .sam_model import RANDOM_MODEL_TYPES, build_random_sam, load_sam
+
+    if not is_random(model_type, checkpoint):
+        return load_sam(model_type, checkpoint, device)
+    if model_type not in RANDOM_MODEL_TYPES:
+        raise SamCheckpointError(f"no random SAM of type {model_type!r}; random weights exist for "
+                                 f"{list(RANDOM_MODEL_TYPES)}")
+    if model_type != "tiny":
+        print(f"[features] WARNING: RANDOM {model_type} weights (benchmark only; not SAM's features)")
+    return build_random_sam(model_type, RANDOM_SEED).to(device)

@@ -128,7 +128,8 @@ def run_round(store: MaskStore, projections: np.ndarray, images: list[np.ndarray
             entry["iou_gt_lifted"] = mask_iou(lifted[v], gt_masks[v])
 
     mean_change = float(np.mean(changes)) if changes else 0.0
-    store.converged = mean_change < settings.converge_eps
+    # a round that accepts nothing has not converged: it has not started
+    store.converged = bool(store.accepted.sum() > 1) and mean_change < settings.converge_eps
     report = {"round": round_idx, "mean_change": mean_change, "n_accepted": int(store.accepted.sum()),
               "converged": store.converged, "views": {str(k): per_view[k] for k in sorted(per_view)}}
     if gt_masks is not None:

@@ -35,7 +35,7 @@ def pixels_to_resized(pixels_uv: torch.Tensor, H: int, W: int, target_length: in
     indices, 0.0 when pixels_uv already are continuous positions (e.g. ray pixel centres u+0.5).
     """
     h, w = sam_input_size(H, W, target_length)
-    scale = pixels_uv.new_tensor([w / W, h / H])                         # (2,)
+    scale = torch.tensor([w / W, h / H], dtype=torch.float32, device=pixels_uv.device)  # (2,) never integer
     return (pixels_uv.to(torch.float32) + pixel_center_offset) * scale   # (B, 2)
 
 

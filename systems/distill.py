@@ -36,7 +36,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from sam_utils.features import FeatureSource, SamEmbeddingSource, load_encoder
+from sam_utils.features import FeatureSource, SamEmbeddingSource, encoder_model_id, load_encoder
 
 HEAD = "sam_feature"
 STAGE_NAMES = ("scene", "lift", "target")
@@ -61,10 +61,11 @@ def build_feature_distiller(conf, trainer) -> "FeatureDistiller | None":
     checkpoint = s.get("checkpoint", str)  # read first: the command line's --sam_checkpoint overrides it
     sam = dict(model_type=s.get("model_type", str), checkpoint=trainer.options.get("sam_checkpoint") or checkpoint,
                cache_dir=s.get("cache_dir", str), encode_batch_size=s.get("encode_batch_size", int))
-    return FeatureDistiller(rank=c.get("rank", int), channels=c.get("channels", int), weight=c.get("weight", float),
-                            loss=c.get("loss", str), stages=c.get("stages", list), start_iter=c.get("start_iter", int),
-                            holdout_views=c.get("holdout_views", list), opacity_weighted=c.get("opacity_weighted", bool),
-                            n_views=trainer.dataset.n_images, sam=sam, where=f"{conf.source} [features]")
+    return FeatureDistiller(
+        rank=c.get("rank", int), channels=c.get("channels", int), weight=c.get("weight", float),
+        loss=c.get("loss", str), stages=c.get("stages", list), start_iter=c.get("start_iter", int),
+        holdout_views=c.get("holdout_views", list), opacity_weighted=c.get("opacity_weighted", bool),
+        n_views=trainer.dataset.n_images, sam=sam, where=f"{conf.source} [features]")
 
 
 class FeatureDistiller(nn.Module):
@@ -110,16 +111,18 @@ class FeatureDistiller(nn.Module):
         self._source = src
 
     def ensure_source(self, trainer) -> FeatureSource:
-        """The source; on first use, SAM embeddings of all views of trainer.dataset (each encoded once)."""
+        """The source; on first use, SAM embeddings of all views of trainer.dataset from the embedding
+        cache (shared with the segmenter), the encoder loaded only for views it lacks (each once)."""
         if self._source is None:
             from sam_utils.embedding_cache import EmbeddingCache
 
             t0 = time.time()
             ds, s = trainer.dataset, self.sam
-            model, model_id = load_encoder(s["model_type"], s["checkpoint"], trainer.device)
             root = ds.data_dir / s["cache_dir"] if s["cache_dir"] else None
-            self.cache = EmbeddingCache(root, s["model_type"], model_id)
-            images = list(ds.images.cpu().numpy())
+            self.cache = EmbeddingCache(root, s["model_type"], encoder_model_id(s["model_type"], s["checkpoint"]))
+            images = list(ds.images.cpu().numpy())                                   # N x (H,W,3) uint8
+            missing = sum(self.cache.get(v, im) is None for v, im in enumerate(images))
+            model = load_encoder(s["model_type"], s["checkpoint"], trainer.device) if missing else None
             self.source = SamEmbeddingSource.encode(images, model, self.cache, trainer.device,
                                                     s["encode_batch_size"], progress=True)
             self.cache.memory.clear()      # the embeddings now live in the source (on the device)
@@ -127,8 +130,8 @@ class FeatureDistiller(nn.Module):
             if trainer.device.type == "cuda":
                 torch.cuda.empty_cache()
             self.encode_seconds = time.time() - t0
-            print(f"[features] {ds.n_images} views: {self.cache.n_encoded_images} encoded "
-                  f"({s['model_type']}) in {self.encode_seconds:.1f} s")
+            print(f"[features] {ds.n_images} views of SAM {s['model_type']} embeddings: "
+                  f"{self.cache.n_encoded_images} encoded, the rest cached; {self.encode_seconds:.1f} s")
         return self._source
 
     # ------------------------------------------------------------------ training

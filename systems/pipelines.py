@@ -55,7 +55,8 @@ class NTO3DPipeline:
         self.gt_mask_dir = c.get("gt_mask_dir", str)
         self.segmenter_kind = c.get("segmenter", str)
         self.sam_model_type = c.get("sam.model_type", str)
-        self.sam_checkpoint = trainer.options.get("sam_checkpoint") or c.get("sam.checkpoint", str)
+        conf_checkpoint = c.get("sam.checkpoint", str)  # read first: every key is read, override or not
+        self.sam_checkpoint = trainer.options.get("sam_checkpoint") or conf_checkpoint
         lc = c.section("lifting")
         self.settings = LiftingSettings(
             accept_iou=lc.get("accept_iou", float), converge_eps=lc.get("converge_eps", float),

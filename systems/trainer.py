@@ -17,7 +17,7 @@ from systems.builders import build_dataset, build_model, build_optimizer
 from systems.config import Conf
 from systems.distill import build_feature_distiller
 from systems.pipelines import build_pipeline
-from systems.stages import LossWeights
+from systems.stages import INSTANCE, LossWeights
 from systems.schedule import cos_anneal_ratio, lr_factor
 from systems.validation import extract_world_mesh, render_view, save_validation_image
 
@@ -195,15 +195,7 @@ class Trainer:
         """
         res = resolution or self.mesh_resolution
         thr = self.mesh_threshold if threshold is None else threshold
-        sdf_fn = self.model.sdf.sdf
-        if which == "target":
-            occ = self.pipeline.mesh_occupancy
-            cell = 2.0 * self.bound / res
-
-            def sdf_fn(x: torch.Tensor) -> torch.Tensor:
-                out = self.model.sdf(x, ("instance",))
-                return torch.where(out["instance"] >= occ, out["sdf"], out["sdf"].clamp(min=cell))
-
+        sdf_fn = self._target_sdf(res) if which == "target" else self.model.sdf.sdf
         self.model.eval()
         mesh = extract_world_mesh(sdf_fn, self.dataset.scale_mat, res, thr, self.bound, self.mesh_chunk,
                                   self.device, keep_largest=which == "target")
@@ -216,6 +208,17 @@ class Trainer:
         print(f"[mesh] {which}: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces -> {path}")
         self._evaluate_mesh(path, which)
         return path
+
+    def _target_sdf(self, resolution: int):
+        """SDF pushed outside (to one grid cell) wherever the occupancy head says "not the target"."""
+        occ = self.pipeline.mesh_occupancy
+        cell = 2.0 * self.bound / resolution
+
+        def sdf_fn(x: torch.Tensor) -> torch.Tensor:
+            out = self.model.sdf(x, (INSTANCE,))
+            return torch.where(out[INSTANCE] >= occ, out["sdf"], out["sdf"].clamp(min=cell))
+
+        return sdf_fn
 
     def _evaluate_mesh(self, path: Path, which: str) -> dict | None:
         """Chamfer against the scene's ground truth (gt/<which>_visible.ply for completeness)."""

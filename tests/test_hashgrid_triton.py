@@ -18,8 +18,9 @@ import torch
 
 pytest.importorskip("triton")
 
-from models.hashgrid import HashGrid, encode_torch  # noqa: E402
+from models.hashgrid import encode_torch  # noqa: E402
 from models.hashgrid_triton import TritonConfig, encode_triton  # noqa: E402
+from tests.test_hashgrid import make_grid  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
@@ -35,13 +36,6 @@ SUBPROCESS_TIMEOUT_S = 300
 GRAD_ATOL = 1e-4          # fp32 sums of O(1) gradients (atomics change the summation order)
 HALF_ATOL = {torch.float16: 2e-3, torch.bfloat16: 2e-2}   # fp16/bf16 table rounding vs fp32, O(1) values
 
-
-def make_grid(cfg, seed=0, **kw):
-    torch.manual_seed(seed)
-    grid = HashGrid(**cfg, **kw)
-    with torch.no_grad():
-        grid.params.uniform_(-1, 1)
-    return grid
 
 
 def points(n, seed=1, device="cpu"):

@@ -94,6 +94,7 @@ def test_a_projection_that_disagrees_never_replaces_an_accepted_mask():
     empty_proj = np.zeros((N, H, W), np.float32)
     run_round(store, empty_proj, images(), OracleSegmenter({}), SETTINGS, prompt_view=0)
     assert store.accepted.tolist() == [True] + [False] * (N - 1)   # no projection -> no prompt -> not accepted
+    assert not store.converged                                     # nothing was lifted yet
     assert store.source[0] == "prompt"
 
 

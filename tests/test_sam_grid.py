@@ -100,3 +100,12 @@ def test_low_res_round_trip_and_sam_postprocess():
     stub = SimpleNamespace(image_encoder=SimpleNamespace(img_size=T))
     ref = Sam.postprocess_masks(stub, torch.as_tensor(low)[None, None], sam_input_size(H, W), (H, W))
     assert np.allclose(ref[0, 0].numpy(), low_res_logits_to_image(low, H, W), atol=1e-5)
+
+
+def test_integer_pixels_map_like_float_pixels():
+    """Long pixel tensors (as ray batches carry them) must not truncate the resize factor."""
+    from sam_utils.sam_grid import pixels_to_resized
+
+    px = torch.tensor([[10, 20], [95, 71]])
+    assert torch.allclose(pixels_to_resized(px, 72, 96), pixels_to_resized(px.float(), 72, 96))
+    assert pixels_to_resized(px, 72, 96)[0, 0] == pytest.approx((10 + 0.5) * 1024 / 96)
