@@ -163,13 +163,13 @@ class NTO3DPipeline:
         stage.set_masks(self.store.masks, self.store.accepted)
         prompt_view = next(v for v, src in enumerate(self.store.source) if src == "prompt")
         nominal = self.warmup_iters + s.max_rounds * self.round_iters
-        rounds = lambda: self.store.rounds_done  # noqa: E731
         while True:
             t0 = time.time()
-            until = self.phase_start + self.warmup_iters + rounds() * self.round_iters
-            tr.run_steps(stage, until, self.phase_start, nominal, desc=f"lift (round {rounds()})")
+            done = self.store.rounds_done
+            until = self.phase_start + self.warmup_iters + done * self.round_iters
+            tr.run_steps(stage, until, self.phase_start, nominal, desc=f"lift (round {done})")
             self._tick("lift_train", t0)
-            if rounds() > 0 and (self.store.converged or rounds() >= s.max_rounds):
+            if done > 0 and (self.store.converged or done >= s.max_rounds):
                 break
             t0 = time.time()
             proj = project_views(tr, self.render_level)

@@ -178,8 +178,8 @@ class Trainer:
         rendered = render_view(self.model, self.dataset, view, self.val_level, self.val_chunk, self.background, heads)
         self.model.train()
         path = self.exp_dir / "validations" / f"{self.iteration:08d}_{view:03d}.png"
-        extra = [self.features.pca_image(rendered) if self.features is not None else None]
-        save_validation_image(path, rendered, self.dataset.poses[view].cpu().numpy(), [e for e in extra if e is not None])
+        pca = self.features.pca_image(rendered) if self.features is not None else None
+        save_validation_image(path, rendered, self.dataset.poses[view].cpu().numpy(), [pca] if pca is not None else [])
         return path
 
     def validate_mesh(self, resolution: int | None = None, threshold: float | None = None) -> Path:
