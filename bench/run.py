@@ -18,6 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from datasets.synthetic import make_scene  # noqa: E402
@@ -57,12 +58,31 @@ def run_once(args, case: str, extra: list[str], tag: str) -> dict:
     timings = tr.exp_dir / "timings.json"
     if timings.is_file():
         result["stages"] = json.loads(timings.read_text())
-    hist = getattr(tr.pipeline, "store", None)
-    if hist is not None and hist.history:
-        last = hist.history[-1]
-        result["rounds"] = len(hist.history) - 1
-        result["iou_mean"], result["iou_worst"] = last.get("iou_gt_mean"), last.get("iou_gt_worst")
+    store = getattr(tr.pipeline, "store", None)
+    if store is not None and store.history:
+        rounds = [h for h in store.history if "views" in h]
+        final = next((h for h in store.history if h.get("final")), rounds[-1] if rounds else {})
+        result["rounds"], result["converged"] = len(rounds), store.converged
+        result["n_accepted"] = int(store.accepted.sum())
+        result["iou_mean"], result["iou_worst"] = final.get("iou_gt_mean"), final.get("iou_gt_worst")
+        result["rounds_iou"] = [(h["round"], h.get("iou_gt_mean"), h.get("iou_gt_worst"), h["n_accepted"],
+                                 h["n_candidates"], h["mean_change"]) for h in rounds]
+        result["alone"] = segmenter_alone(tr)
     return result
+
+
+def segmenter_alone(tr) -> list[float] | None:
+    """The run's segmenter on every view, prompted from its ground-truth mask (no lifting)."""
+    from evaluation.segmentation import segmenter_alone_ious
+    from systems.projection import load_gt_masks
+
+    p = tr.pipeline
+    gt = load_gt_masks(tr.dataset, p.gt_mask_dir)
+    if gt is None:
+        return None
+    images = [im for im in tr.dataset.images.cpu().numpy()]
+    s = p.settings
+    return segmenter_alone_ious(p.segmenter(tr), images, gt, s.n_positive, s.n_negative, s.cascade)
 
 
 def main(argv=None) -> int:
@@ -80,12 +100,15 @@ def main(argv=None) -> int:
     ap.add_argument("--exp_root", default="exp/bench")
     ap.add_argument("--time_budget", type=float, default=0.0, help="stop training after this many seconds")
     ap.add_argument("--json", default=None, help="write the results here")
+    ap.add_argument("--scene", default=None, help="an existing DTU-layout scene folder instead of a synthetic one")
     args = ap.parse_args(argv)
 
     case = f"{args.preset}_{args.views}v_{args.width}x{args.height}_s{args.seed}"
+    if args.scene:
+        args.data_root, case = str(Path(args.scene).resolve().parent), Path(args.scene).name
     scene = Path(args.data_root) / case
     t0 = time.time()
-    if not (scene / "cameras_sphere.npz").is_file():
+    if not args.scene and not (scene / "cameras_sphere.npz").is_file():
         make_scene(args.preset, scene, n_views=args.views, width=args.width, height=args.height, seed=args.seed,
                    progress=True)
     print(f"[bench] scene {scene} ready in {time.time() - t0:.1f} s")
@@ -99,6 +122,16 @@ def main(argv=None) -> int:
         ch = r.get("chamfer", {}).get("overall")
         iou = f"{r['iou_mean']:.3f}/{r['iou_worst']:.3f}" if r.get("iou_mean") is not None else "-"
         print("| " + " | ".join(cells + [f"{ch:.3f}" if ch is not None else "-", iou]) + " |")
+    for r in results:
+        if r.get("rounds_iou"):
+            print(f"\n{r['tag']}: round | IoU mean / worst (lifted) | accepted / prompted | mean change")
+            for rd, m, w, a, c, ch in r["rounds_iou"]:
+                print(f"  {rd} | {m if m is None else round(m, 3)} / {w if w is None else round(w, 3)} | {a}/{c} | {ch:.3f}")
+            print(f"  lifted masks: {r['iou_mean']:.3f} / {r['iou_worst']:.3f}; converged {r['converged']}")
+        if r.get("alone"):
+            print(f"  segmenter alone (prompts from gt): {np.mean(r['alone']):.3f} / {np.min(r['alone']):.3f}")
+        if r.get("stages"):
+            print("  stages s: " + ", ".join(f"{k} {v:.1f}" for k, v in r["stages"].items()))
     if len(results) == 2:
         print(f"speed-up (it/s compare / base): {results[1]['it_per_s'] / results[0]['it_per_s']:.2f}x")
     if args.json:

@@ -254,8 +254,11 @@ class DTUDataset:
         return rays_o, rays_d
 
     def sample_rays(self, n_rays: int, generator: torch.Generator | None = None,
-                    views: torch.Tensor | None = None) -> dict:
-        """n_rays random pixels over all views (or `views`) with their colour and mask."""
+                    views: torch.Tensor | None = None, boxes: torch.Tensor | None = None) -> dict:
+        """n_rays random pixels over all views (or `views`) with their colour and mask.
+
+        boxes: (n_images, 4) x0, y0, x1, y1 (inclusive pixels): sample each view inside its box only.
+        """
         gen_dev = generator.device if generator is not None else self.device
         if views is None:
             view = torch.randint(self.n_images, (n_rays,), generator=generator, device=gen_dev)
@@ -263,8 +266,14 @@ class DTUDataset:
             views = torch.as_tensor(views, dtype=torch.long).reshape(-1)
             pick = torch.randint(len(views), (n_rays,), generator=generator, device=gen_dev)
             view = views.to(gen_dev)[pick]
-        u = torch.randint(self.W, (n_rays,), generator=generator, device=gen_dev)
-        v = torch.randint(self.H, (n_rays,), generator=generator, device=gen_dev)
+        if boxes is None:
+            u = torch.randint(self.W, (n_rays,), generator=generator, device=gen_dev)
+            v = torch.randint(self.H, (n_rays,), generator=generator, device=gen_dev)
+        else:
+            b = boxes.to(gen_dev).long()[view]                                     # (B, 4)
+            r = torch.rand(2, n_rays, generator=generator, device=gen_dev)
+            u = b[:, 0] + (r[0] * (b[:, 2] - b[:, 0] + 1)).long().clamp(max=self.W - 1 - b[:, 0])
+            v = b[:, 1] + (r[1] * (b[:, 3] - b[:, 1] + 1)).long().clamp(max=self.H - 1 - b[:, 1])
         view, u, v = view.to(self.device), u.to(self.device), v.to(self.device)
         rays_o, rays_d = self.rays_for_pixels(view, u, v)
         out = {"rays_o": rays_o, "rays_d": rays_d, "view": view,

@@ -140,14 +140,17 @@ class NeuSRenderer:
 
     @torch.no_grad()
     def render_heads(self, rays_o, rays_d, near, far, heads: tuple[str, ...]) -> dict[str, torch.Tensor]:
-        """Cheap no-grad rendering of heads (and opacity) for projections: weights from the SDF profile
-        along the samples (as in up-sampling, at the learned sharpness), no normals or colour."""
+        """Cheap no-grad rendering of heads, opacity and depth (expected distance along the ray, given
+        that it hits) for projections: weights from the SDF profile along the samples (as in
+        up-sampling, at the learned sharpness), no normals or colour."""
         z = self._z_vals(rays_o, rays_d, near, far, perturb=False)  # (B,S)
         b, s = z.shape
         pts = (rays_o[:, None] + rays_d[:, None] * z[..., None]).reshape(-1, 3)
         out = self.sdf_net(pts, heads)
         w = _upsample_weights(rays_o, rays_d, z, out["sdf"].view(b, s), float(self.variance.inv_s()))  # (B,S-1)
-        result = {"opacity": w.sum(-1, keepdim=True)}
+        opacity = w.sum(-1, keepdim=True)
+        mid = 0.5 * (z[:, 1:] + z[:, :-1])                                       # (B,S-1)
+        result = {"opacity": opacity, "depth": (w * mid).sum(-1, keepdim=True) / opacity.clamp(min=1e-6)}
         for name in heads:
             val = out[name].view(b, s, -1)
             result[name] = (w[..., None] * 0.5 * (val[:, 1:] + val[:, :-1])).sum(1)

@@ -11,9 +11,11 @@ import time
 
 import numpy as np
 
-from sam_utils.lifting import LiftingSettings, MaskStore, final_masks, run_round, save_round
+from evaluation.metrics import mask_iou
+from sam_utils.lifting import LiftingSettings, MaskStore, final_masks, run_round, save_round, view_angles
 from systems.config import Conf
-from systems.projection import load_gt_masks, project_views
+from sam_utils.visibility import known_pixels
+from systems.projection import load_gt_masks, project_views, projection_matrices, upsample_masks
 from systems.stages import INSTANCE, LiftStage, LossWeights, SceneStage, TargetStage
 
 
@@ -49,6 +51,7 @@ class NTO3DPipeline:
 
     def __init__(self, c: Conf, trainer):
         self.instance_weight = c.get("instance_weight", float)
+        self.focus_margin = c.get("focus_margin", float)
         self.warmup_iters = c.get("warmup_iters", int)
         self.round_iters = c.get("round_iters", int)
         self.prompt_file = c.get("prompt_file", str)
@@ -59,10 +62,18 @@ class NTO3DPipeline:
         self.sam_checkpoint = trainer.options.get("sam_checkpoint") or conf_checkpoint
         lc = c.section("lifting")
         self.settings = LiftingSettings(
-            accept_iou=lc.get("accept_iou", float), converge_eps=lc.get("converge_eps", float),
+            converge_eps=lc.get("converge_eps", float),
             max_rounds=lc.get("max_rounds", int), proj_threshold=lc.get("proj_threshold", float),
-            n_positive=lc.get("n_positive", int), n_negative=lc.get("n_negative", int), cascade=lc.get("cascade", bool))
+            n_positive=lc.get("n_positive", int), n_negative=lc.get("n_negative", int), cascade=lc.get("cascade", bool),
+            view_radius_deg=lc.get("view_radius_deg", float), known_depth_tol=lc.get("known_depth_tol", float),
+            accept_iou=0.0)
+        # the segmenter's error profile sets how far to trust its masks (confs/synthetic.conf explains)
+        sc = lc.section(f"per_segmenter.{self.segmenter_kind}")
+        self.settings.accept_iou = sc.get("accept_iou", float)
+        self.negative_weight = sc.get("negative_weight", float)
+        lc.section("per_segmenter").mark_read()
         self.render_level = lc.get("render_level", int)
+        self.final_render_level = lc.get("final_render_level", int)
         tc = c.section("target")
         self.target_iters = tc.get("iters", int)
         self.target_mask_weight = tc.get("mask_weight", float)
@@ -141,7 +152,7 @@ class NTO3DPipeline:
 
     def _weights(self, tr, mask_weight: float) -> LossWeights:
         return LossWeights(color=tr.weights.color, eikonal=tr.weights.eikonal, mask=mask_weight,
-                           instance=self.instance_weight)
+                           instance=self.instance_weight, instance_negative=self.negative_weight)
 
     def _initial_mask(self, tr, images, out_dir) -> None:
         from sam_utils.segmenter import check_nonempty
@@ -159,9 +170,10 @@ class NTO3DPipeline:
 
     def _lift(self, tr, images, gt, out_dir) -> None:
         s = self.settings
-        stage = LiftStage(self._weights(tr, tr.weights.mask), tr.background, tr.device)
+        stage = LiftStage(self._weights(tr, tr.weights.mask), tr.background, tr.device, self.focus_margin)
         stage.set_masks(self.store.masks, self.store.accepted)
         prompt_view = next(v for v, src in enumerate(self.store.source) if src == "prompt")
+        angles = view_angles(tr.dataset.poses[:, :3, 3].cpu().numpy())
         nominal = self.warmup_iters + s.max_rounds * self.round_iters
         while True:
             t0 = time.time()
@@ -172,22 +184,37 @@ class NTO3DPipeline:
             if done > 0 and (self.store.converged or done >= s.max_rounds):
                 break
             t0 = time.time()
-            proj = project_views(tr, self.render_level)
+            known = None
+            if s.known_depth_tol > 0:
+                proj, points, valid = project_views(tr, self.render_level, surface=True)
+                known = upsample_masks(known_pixels(points, valid, projection_matrices(tr.dataset),
+                                                    self.store.accepted, (tr.dataset.H, tr.dataset.W),
+                                                    s.known_depth_tol), tr.dataset.H, tr.dataset.W)
+            else:
+                proj = project_views(tr, self.render_level)
             self._tick("projection", t0)
             t0 = time.time()
             report = run_round(self.store, proj, images, self.segmenter(tr), s, prompt_view,
-                               seed=tr.iteration, gt_masks=gt)
+                               seed=tr.iteration, gt_masks=gt, angles=angles, known=known)
             self._tick("segmenter", t0)
             save_round(out_dir, self.store, report, images, proj, s.proj_threshold)
-            msg = f"[lift] round {report['round']}: accepted {report['n_accepted']}/{len(images)}, " \
+            msg = f"[lift] round {report['round']}: accepted {report['n_accepted']}/{report['n_candidates']} " \
+                  f"prompted views (of {len(images)}), " \
                   f"change {report['mean_change']:.3f}"
             if "iou_gt_mean" in report:
                 msg += f", IoU vs gt mean {report['iou_gt_mean']:.3f} worst {report['iou_gt_worst']:.3f}"
             print(msg)
             stage.set_masks(self.store.masks, self.store.accepted)
             tr.save()
-        proj = project_views(tr, self.render_level)
-        self.final = final_masks(self.store, proj, s.proj_threshold)
+        t0 = time.time()
+        self.final = final_masks(project_views(tr, self.final_render_level), s.proj_threshold)
+        self._tick("projection", t0)
+        if gt is not None:
+            ious = [mask_iou(m, g) for m, g in zip(self.final, gt)]
+            self.store.history.append({"final": True, "iou_gt": ious, "iou_gt_mean": float(np.mean(ious)),
+                                       "iou_gt_worst": float(np.min(ious)), "render_level": self.final_render_level})
+            print(f"[lift] lifted masks (level {self.final_render_level}): IoU vs gt mean {np.mean(ious):.3f} "
+                  f"worst {np.min(ious):.3f}")
         tr.write_mesh("scene")
         self.phase, self.phase_start = "target", tr.iteration
         tr.save()

@@ -2,7 +2,8 @@
 
 - SceneStage: the whole scene (colour + eikonal [+ foreground-mask BCE]).
 - LiftStage: the scene plus the occupancy ("instance") head, supervised by the accepted pseudo
-  masks; half of each batch comes from views with an accepted mask.
+  masks; half of each batch comes from views with an accepted mask, around the mask (focus_boxes),
+  where the labels decide something.
 - TargetStage: the target alone: outside its lifted mask a pixel takes a random background colour
   (per batch), the opacity is supervised by the mask, so the field keeps the target and empties
   the rest (method.md, stage 2).
@@ -25,6 +26,7 @@ class LossWeights:
     eikonal: float
     mask: float          # foreground-opacity BCE (scene: dataset masks; target: lifted masks)
     instance: float      # occupancy-head BCE against pseudo masks
+    instance_negative: float = 1.0  # weight of a pseudo mask's background pixels relative to its foreground
 
 
 class SceneStage:
@@ -53,26 +55,45 @@ def lookup_masks(masks: torch.Tensor, batch: dict) -> torch.Tensor:
     return masks[batch["view"], v, u].float()[:, None]
 
 
+def focus_boxes(masks: np.ndarray, margin: float) -> np.ndarray:
+    """(N,4) int64 x0, y0, x1, y1 per view: the mask's bounding box grown by `margin` times its size
+    on each side, clipped to the image (the whole image where the mask is empty)."""
+    n, h, w = masks.shape
+    out = np.tile(np.array([0, 0, w - 1, h - 1], np.int64), (n, 1))
+    for i, m in enumerate(masks):
+        rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
+        if len(rows):
+            gy, gx = margin * (rows[-1] - rows[0] + 1), margin * (cols[-1] - cols[0] + 1)
+            out[i] = [max(0, int(cols[0] - gx)), max(0, int(rows[0] - gy)),
+                      min(w - 1, int(cols[-1] + gx)), min(h - 1, int(rows[-1] + gy))]
+    return out
+
+
 class LiftStage(SceneStage):
     """Scene reconstruction + occupancy head trained on the currently accepted views."""
 
     name = "lift"
     heads = (INSTANCE,)
 
-    def __init__(self, weights: LossWeights, background: torch.Tensor, device):
+    def __init__(self, weights: LossWeights, background: torch.Tensor, device, focus_margin: float):
         super().__init__(weights, background)
         self.device = device
+        self.focus_margin = focus_margin             # < 0: accepted views sampled over the whole image
         self.masks: torch.Tensor | None = None       # (N,H,W) bool, on device
         self.accepted_views: torch.Tensor | None = None
+        self.boxes: torch.Tensor | None = None       # (N,4) where the accepted half of a batch samples
 
     def set_masks(self, masks: np.ndarray, accepted: np.ndarray) -> None:
         self.masks = torch.from_numpy(masks).to(self.device)
         self.accepted_views = torch.from_numpy(np.flatnonzero(accepted)).to(self.device)
+        if self.focus_margin >= 0:
+            self.boxes = torch.from_numpy(focus_boxes(masks, self.focus_margin)).to(self.device)
 
     def batch(self, trainer) -> dict:
         n = trainer.batch_rays
         a = trainer.dataset.sample_rays(n - n // 2, generator=trainer.generator)
-        b = trainer.dataset.sample_rays(n // 2, generator=trainer.generator, views=self.accepted_views)
+        b = trainer.dataset.sample_rays(n // 2, generator=trainer.generator, views=self.accepted_views,
+                                        boxes=self.boxes)
         batch = {k: torch.cat([a[k], b[k]]) for k in a if k in b}
         accepted = torch.zeros(trainer.dataset.n_images, dtype=torch.bool, device=self.device)
         accepted[self.accepted_views] = True
@@ -83,7 +104,10 @@ class LiftStage(SceneStage):
 
     def losses(self, out: dict, batch: dict) -> dict[str, tuple[float, torch.Tensor]]:
         terms = super().losses(out, batch)
-        terms["instance"] = (self.w.instance, mask_bce(out[INSTANCE], batch["instance_target"], batch["instance_weight"]))
+        t = batch["instance_target"]
+        # each accepted view votes on the points it sees; background votes count instance_negative times
+        w = batch["instance_weight"] * (t + self.w.instance_negative * (1.0 - t))
+        terms["instance"] = (self.w.instance, mask_bce(out[INSTANCE], t, w))
         return terms
 
 

@@ -206,6 +206,11 @@ class Trainer:
         mesh.export(path)
         shutil.copyfile(path, folder / f"{which}.ply")
         print(f"[mesh] {which}: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces -> {path}")
+        if len(mesh.faces) == 0:
+            hint = (" the occupancy head claims no surface: see masks/round_*/contact_sheet.png" if which == "target"
+                    else " train longer or lower --mcube_threshold")
+            print(f"[mesh] WARNING: the {which} mesh is empty;{hint}")
+            return path
         self._evaluate_mesh(path, which)
         return path
 
