@@ -16,4 +16,20 @@ CASE=${CASE:-${PRESET}_${VIEWS}v_${W}x${H}}
 if [ ! -f "data/$CASE/cameras_sphere.npz" ]; then
   $PY scripts/make_synthetic.py --preset "$PRESET" --out "data/$CASE" --views "$VIEWS" --width "$W" --height "$H"
 fi
-$PY train.py --conf "$CONF" --case "$CASE" "$@"
+# Segmenter: SAM when its checkpoint is here or can be fetched (SAM_MODEL, default vit_b: 358 MB),
+# otherwise the weight-free GrabCut fallback. SAM_DOWNLOAD=0 never tries the network.
+SAM_MODEL=${SAM_MODEL:-vit_b}
+declare -A SAM_FILE=([vit_h]=sam_vit_h_4b8939.pth [vit_l]=sam_vit_l_0b3195.pth [vit_b]=sam_vit_b_01ec64.pth [vit_t]=mobile_sam.pt)
+CKPT=checkpoints/${SAM_FILE[$SAM_MODEL]:?unknown SAM_MODEL $SAM_MODEL (vit_h, vit_l, vit_b, vit_t)}
+if [ ! -f "$CKPT" ] && [ "${SAM_DOWNLOAD:-1}" = 1 ] && command -v curl >/dev/null \
+   && curl -sfI --max-time 5 https://dl.fbaipublicfiles.com/segment_anything/ >/dev/null 2>&1; then
+  bash scripts/download_sam.sh "$SAM_MODEL" checkpoints || rm -f "$CKPT"
+fi
+SEG=()
+if [ -f "$CKPT" ]; then
+  echo "[demo] segmenter: SAM $SAM_MODEL ($CKPT)"
+  SEG=(--override 'nto3d.segmenter = sam' --override "nto3d.sam.model_type = $SAM_MODEL" --sam_checkpoint "$CKPT")
+else
+  echo "[demo] segmenter: GrabCut (weight-free fallback; no SAM checkpoint at $CKPT and none could be downloaded)"
+fi
+$PY train.py --conf "$CONF" --case "$CASE" "${SEG[@]}" "$@"

@@ -6,6 +6,7 @@ import torch
 from datasets.dtu import DTUDataset
 from models.fields import ColorNetwork, SDFNetwork, SingleVarianceNetwork
 from models.hashgrid import HashGrid
+from models.occupancy import OccupancyGrid
 from models.renderer import NeuSRenderer, RenderSettings
 from systems.config import Conf
 
@@ -16,9 +17,11 @@ ADAM_EPS = 1e-15          # hash-grid entries see tiny gradients; a large eps wo
 class NeuSModel(torch.nn.Module):
     """The networks of one scene: SDF (+ heads), colour, variance; plus their renderer."""
 
-    def __init__(self, sdf: SDFNetwork, color: ColorNetwork, variance: SingleVarianceNetwork, settings: RenderSettings):
+    def __init__(self, sdf: SDFNetwork, color: ColorNetwork, variance: SingleVarianceNetwork, settings: RenderSettings,
+                 occupancy: OccupancyGrid | None = None):
         super().__init__()
         self.sdf, self.color, self.variance = sdf, color, variance
+        self.occupancy = occupancy                     # empty-space skipping (None: off)
         self.renderer = NeuSRenderer(sdf, color, variance, settings)
 
 
@@ -46,7 +49,14 @@ def build_model(conf: Conf, heads: dict[str, int] | None = None) -> NeuSModel:
     r = m.section("renderer")
     settings = RenderSettings(n_samples=r.get("n_samples", int), n_importance=r.get("n_importance", int),
                               up_sample_steps=r.get("up_sample_steps", int), perturb=r.get("perturb", bool))
-    return NeuSModel(sdf, color, variance, settings)
+    o = m.section("occupancy_grid")
+    occupancy = None
+    if o.get("enabled", bool):
+        occupancy = OccupancyGrid(o.get("resolution", int), m.get("bound", float), o.get("margin_cells", float),
+                                  o.get("update_every", int), o.get("start_iter", int))
+    else:
+        o.mark_read()
+    return NeuSModel(sdf, color, variance, settings, occupancy)
 
 
 def build_optimizer(conf: Conf, model: NeuSModel) -> torch.optim.Optimizer:

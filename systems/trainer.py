@@ -111,6 +111,9 @@ class Trainer:
         batch = stage.batch(self)
         o, d = batch["rays_o"], batch["rays_d"]
         near, far = near_far_from_sphere(o, d)
+        occ = self.model.occupancy
+        if occ is not None and occ.step(self.iteration, self.model.sdf.sdf, self.mesh_chunk):
+            near, far = occ.ray_bounds(o, d, near, far)
         heads = stage.heads + (self.features.render_heads(self, stage) if self.features is not None else ())
         out = self.model.renderer.render(o, d, near, far, batch["background"],
                                          cos_anneal_ratio(self.iteration, self.anneal_iters), heads=heads)

@@ -96,3 +96,19 @@ def test_cli_validate_mesh(trained, tmp_path):
     radius = tr.dataset.scale_mat[0, 0]
     centre = tr.dataset.scale_mat[:3, 3]
     assert np.linalg.norm(mesh.vertices - centre, axis=1).max() <= radius * 1.01  # world units, in the sphere
+
+
+def test_training_with_empty_space_skipping(tiny_scene, tmp_path):
+    """With the occupancy grid on from iteration 200, training still reaches the Chamfer bound, the
+    grid is re-evaluated on schedule, and it leaves most of the volume out of the rays."""
+    tr = make_trainer(tiny_scene, tmp_path, "train.max_iters = 400", "model.occupancy_grid.enabled = true",
+                      "model.occupancy_grid.start_iter = 200", "model.occupancy_grid.resolution = 48")
+    tr.train()
+    occ = tr.model.occupancy
+    assert int(occ.updates) == len(range(200, 400, occ.update_every))
+    assert float(occ.occupied.float().mean()) < 0.3
+    assert scene_chamfer(tr, tiny_scene) < 15.5          # the bound of the test above
+    again = make_trainer(tiny_scene, tmp_path, "train.max_iters = 400", "model.occupancy_grid.enabled = true",
+                         "model.occupancy_grid.start_iter = 200", "model.occupancy_grid.resolution = 48",
+                         is_continue=True)
+    assert torch.equal(again.model.occupancy.occupied, occ.occupied)   # the grid is checkpointed
