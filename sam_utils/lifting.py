@@ -175,7 +175,7 @@ def run_round(store: MaskStore, projections: np.ndarray, images: list[np.ndarray
     # the change of the lifted masks (the projections) since the last round; the segmenter's own
     # answers are not a measure: GrabCut's drift 0.16-0.2 a round while the projections hold still
     mean_change = float(np.mean([1.0 - mask_iou(a, b) for a, b in zip(proj_masks, store.lifted)]))
-    store.lifted = proj_masks.copy()
+    store.lifted = proj_masks
     # a round that accepts nothing has not converged: it has not started
     store.converged = bool(store.accepted.sum() > 1) and not grew and mean_change < settings.converge_eps
     report = {"round": round_idx, "mean_change": mean_change, "n_accepted": int(store.accepted.sum()),

@@ -61,15 +61,13 @@ class NTO3DPipeline:
         conf_checkpoint = c.get("sam.checkpoint", str)  # read first: every key is read, override or not
         self.sam_checkpoint = trainer.options.get("sam_checkpoint") or conf_checkpoint
         lc = c.section("lifting")
-        self.settings = LiftingSettings(
-            converge_eps=lc.get("converge_eps", float),
-            max_rounds=lc.get("max_rounds", int), proj_threshold=lc.get("proj_threshold", float),
-            n_positive=lc.get("n_positive", int), n_negative=lc.get("n_negative", int), cascade=lc.get("cascade", bool),
-            view_radius_deg=lc.get("view_radius_deg", float), known_depth_tol=lc.get("known_depth_tol", float),
-            accept_iou=0.0)
         # the segmenter's error profile sets how far to trust its masks (confs/synthetic.conf explains)
         sc = lc.section(f"per_segmenter.{self.segmenter_kind}")
-        self.settings.accept_iou = sc.get("accept_iou", float)
+        self.settings = LiftingSettings(
+            accept_iou=sc.get("accept_iou", float), converge_eps=lc.get("converge_eps", float),
+            max_rounds=lc.get("max_rounds", int), proj_threshold=lc.get("proj_threshold", float),
+            n_positive=lc.get("n_positive", int), n_negative=lc.get("n_negative", int), cascade=lc.get("cascade", bool),
+            view_radius_deg=lc.get("view_radius_deg", float), known_depth_tol=lc.get("known_depth_tol", float))
         self.negative_weight = sc.get("negative_weight", float)
         lc.section("per_segmenter").mark_read()
         self.render_level = lc.get("render_level", int)
