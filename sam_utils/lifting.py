@@ -11,8 +11,9 @@ The lifted result of a view is the field's projection, not the segmenter's mask:
 trained on all accepted masks at once, so a 3D point's label is a vote of every view that sees
 it, and one view's segmentation error is outvoted (bench/RESULTS.md: GrabCut alone 0.71 mean IoU
 on `occluded`, an ideal vote over its 49 masks 0.90, 0.98 with negatives weighted 3x).
-Views are taken in order of proximity: a round prompts only views within view_radius_deg of an
-accepted view, where the projection rests on surfaces that accepted views have labelled.
+Optionally (view_radius_deg < 180) views are taken in order of proximity: a round prompts only
+views within that angle of an accepted view, where the projection rests on surfaces that accepted
+views have labelled (measured worse than all views on `occluded`, so off by default).
 """
 from __future__ import annotations
 
@@ -132,11 +133,11 @@ def run_round(store: MaskStore, projections: np.ndarray, images: list[np.ndarray
     answer is accepted when it agrees with the projection on known pixels and at least
     MIN_KNOWN_FRACTION of the pixels either claims are known.
     Returns (and appends to store.history) a report with per-view IoUs, acceptance and the mean
-    change of the masks since the previous round. The round has not converged while it reached
+    change of the lifted masks since the previous round. The round has not converged while it reached
     views that no earlier round had (the candidate set grew).
     """
     n = len(images)
-    proj_masks = projections >= settings.proj_threshold
+    proj_masks = final_masks(projections, settings.proj_threshold)
     round_idx = store.rounds_done + 1
     cand = np.ones(n, bool) if angles is None else candidate_views(store.accepted, angles, settings.view_radius_deg)
     grew = bool((cand & ~store.reached).any())

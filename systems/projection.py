@@ -28,7 +28,7 @@ def project_views(tr, resolution_level: int, surface: bool = False):
         rays = ds.rays_at(v, resolution_level)
         h, w = rays["rays_o"].shape[:2]
         o, d = rays["rays_o"].reshape(-1, 3), rays["rays_d"].reshape(-1, 3)
-        vals = {INSTANCE: [], "depth": [], "opacity": []}
+        vals = {k: [] for k in ((INSTANCE, "depth", "opacity") if surface else (INSTANCE,))}
         for oc, dc in zip(o.split(tr.val_chunk), d.split(tr.val_chunk)):
             near, far = near_far_from_sphere(oc, dc)
             r = tr.model.renderer.render_heads(oc, dc, near, far, (INSTANCE,))
