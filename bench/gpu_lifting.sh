@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU batch for the lifting rows of bench/RESULTS.md: NTO3D runs with GrabCut on synthetic presets
-# (and ../shared's dtu_scan65 when copied to gpu_data/dtu_scan65). Usage: bash bench/gpu_lifting.sh PRESET... [scan65]
+# (and ../shared's dtu_scan65 when copied to gpu_data/dtu_scan65).
+# Usage: bash bench/gpu_lifting.sh PRESET... [scan65] [-- more bench/run.py arguments for every run]
 # Logs and JSON go to ${OUT:-exp/bench_out}.
 set -uo pipefail
 OUT=${OUT:-exp/bench_out}; mkdir -p "$OUT"
@@ -9,14 +10,16 @@ FAST=(--override "model.renderer.n_samples = 32" --override "model.renderer.n_im
       --override "model.renderer.up_sample_steps = 2" --override "train.batch_rays = 4096"
       --override "train.cos_anneal_iters = 1000" --override "nto3d.warmup_iters = 1500"
       --override "nto3d.round_iters = 300" --override "nto3d.target.iters = 3000")
-for what in "$@"; do
+WHAT=(); while [ $# -gt 0 ] && [ "$1" != "--" ]; do WHAT+=("$1"); shift; done; [ $# -gt 0 ] && shift
+DATA=(); [ -d gpu_data ] && DATA=(--data_root gpu_data)   # scenes pre-generated here save ~36 s each
+for what in "${WHAT[@]}"; do
   if [ "$what" = scan65 ]; then
     $PY bench/run.py --scene gpu_data/dtu_scan65 --conf confs/dtu.conf "${FAST[@]}" \
       --override 'nto3d.segmenter = grabcut' --override 'nto3d.gt_mask_dir = mask' \
-      ${EXTRA:+--compare "$EXTRA"} --json "$OUT/$what.json" > "$OUT/$what.log" 2>&1
+      ${EXTRA:+--compare "$EXTRA"} "$@" --json "$OUT/$what.json" > "$OUT/$what.log" 2>&1
   else
-    $PY bench/run.py --preset "$what" --views 49 --width 800 --height 600 "${FAST[@]}" \
-      ${EXTRA:+--compare "$EXTRA"} --json "$OUT/$what.json" > "$OUT/$what.log" 2>&1
+    $PY bench/run.py --preset "$what" --views 49 --width 800 --height 600 "${DATA[@]}" "${FAST[@]}" \
+      ${EXTRA:+--compare "$EXTRA"} "$@" --json "$OUT/$what.json" > "$OUT/$what.log" 2>&1
   fi
   echo "== $what (rc $?)"; grep -v "it/s\]\|%|\|^\[" "$OUT/$what.log" | tail -25
 done

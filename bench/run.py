@@ -6,11 +6,14 @@
 Each run reports wall time per stage, iterations/s, rays/s, peak GPU memory, Chamfer against
 gt/ (mm) and target-mask IoU (NTO3D runs). `--compare` runs a second configuration in the same
 process so speed-ups are ratios taken side by side. `--full_scene` switches NTO3D off.
+`--compare_from target` starts the second run from the first run's checkpoint at the start of the
+target stage (same lifted masks, the lifting not run twice): an ablation of the target stage alone.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -26,19 +29,28 @@ from systems.config import Conf  # noqa: E402
 from systems.trainer import Trainer  # noqa: E402
 
 
-def run_once(args, case: str, extra: list[str], tag: str) -> dict:
-    overrides = [f'general.base_exp_dir = "{args.exp_root}/{case}/{tag}"', f'dataset.data_dir = "{args.data_root}/{case}"']
+def run_once(args, case: str, extra: list[str], tag: str, resume_from: Path | None = None) -> dict:
+    """One configuration end to end; resume_from: a checkpoint to continue from (copied into this run)."""
+    exp_dir = Path(args.exp_root) / case / tag
+    overrides = [f'general.base_exp_dir = "{exp_dir}"', f'dataset.data_dir = "{args.data_root}/{case}"']
     if args.full_scene:
         overrides.append("nto3d.enabled = false")
+    if args.compare_from:
+        overrides.append("train.keep_checkpoints = 0")  # the base run's target-stage start must survive
     conf = Conf.from_file(args.conf, case=case, overrides="\n".join(overrides + args.override + extra))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
+    if resume_from is not None:
+        shutil.rmtree(exp_dir / "checkpoints", ignore_errors=True)
+        (exp_dir / "checkpoints").mkdir(parents=True)
+        shutil.copy2(resume_from, exp_dir / "checkpoints" / resume_from.name)
     t0 = time.time()
-    tr = Trainer(conf, device)
+    tr = Trainer(conf, device, is_continue=resume_from is not None)
     if args.time_budget > 0:
         tr.deadline = time.time() + args.time_budget
     t_load = time.time() - t0
+    it0 = tr.iteration  # > 0 when resumed
     t1 = time.time()
     tr.train()
     if device.type == "cuda":
@@ -47,11 +59,14 @@ def run_once(args, case: str, extra: list[str], tag: str) -> dict:
     t2 = time.time()
     mesh = tr.validate_mesh()
     t_mesh = time.time() - t2
-    result = {"tag": tag, "iterations": tr.iteration, "load_s": t_load, "train_s": t_train, "mesh_s": t_mesh,
-              "total_s": time.time() - t0, "it_per_s": tr.iteration / max(t_train, 1e-9),
-              "rays_per_s": tr.iteration * tr.batch_rays / max(t_train, 1e-9),
+    n_it = tr.iteration - it0
+    result = {"tag": tag, "iterations": n_it, "load_s": t_load, "train_s": t_train, "mesh_s": t_mesh,
+              "total_s": time.time() - t0, "it_per_s": n_it / max(t_train, 1e-9),
+              "rays_per_s": n_it * tr.batch_rays / max(t_train, 1e-9),
               "peak_gpu_gb": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else 0.0,
-              "backend": tr.model.sdf.encoding.backend}
+              "backend": tr.model.sdf.encoding.backend, "exp_dir": str(exp_dir)}
+    if getattr(tr.pipeline, "phase", None) == "done":
+        result["target_start"] = tr.pipeline.phase_start
     ev = mesh.with_suffix(".json")
     if ev.is_file():
         result["chamfer"] = json.loads(ev.read_text())
@@ -59,6 +74,8 @@ def run_once(args, case: str, extra: list[str], tag: str) -> dict:
     if timings.is_file():
         result["stages"] = json.loads(timings.read_text())
     store = getattr(tr.pipeline, "store", None)
+    if tr.features is not None and tr.features.encode_seconds:
+        result["feature_encode_s"] = tr.features.encode_seconds
     if store is not None and store.history:
         rounds = [h for h in store.history if "views" in h]
         final = next((h for h in store.history if h.get("final")), rounds[-1] if rounds else {})
@@ -67,7 +84,7 @@ def run_once(args, case: str, extra: list[str], tag: str) -> dict:
         result["iou_mean"], result["iou_worst"] = final.get("iou_gt_mean"), final.get("iou_gt_worst")
         result["rounds_iou"] = [(h["round"], h.get("iou_gt_mean"), h.get("iou_gt_worst"), h["n_accepted"],
                                  h["n_candidates"], h["mean_change"]) for h in rounds]
-        result["alone"] = segmenter_alone(tr)
+        result["alone"] = segmenter_alone(tr) if resume_from is None else None  # the base run has it
     return result
 
 
@@ -95,6 +112,8 @@ def main(argv=None) -> int:
     ap.add_argument("--conf", default="confs/synthetic.conf")
     ap.add_argument("--override", action="append", default=[], help="HOCON line for every run")
     ap.add_argument("--compare", action="append", default=[], help="HOCON line for a second run")
+    ap.add_argument("--compare_from", choices=["target"], default=None,
+                    help="start the --compare run from the base run's checkpoint at this stage")
     ap.add_argument("--full_scene", action="store_true", help="switch NTO3D off (full-scene NeuS)")
     ap.add_argument("--data_root", default="data")
     ap.add_argument("--exp_root", default="exp/bench")
@@ -114,7 +133,12 @@ def main(argv=None) -> int:
     print(f"[bench] scene {scene} ready in {time.time() - t0:.1f} s")
     results = [run_once(args, case, [], "base")]
     if args.compare:
-        results.append(run_once(args, case, args.compare, "compare"))
+        resume = None
+        if args.compare_from:
+            if "target_start" not in results[0]:
+                raise SystemExit("--compare_from target: the base run did not reach the end of the target stage")
+            resume = Path(results[0]["exp_dir"]) / "checkpoints" / f"ckpt_{results[0]['target_start']:06d}.pth"
+        results.append(run_once(args, case, args.compare, "compare", resume))
     keys = ["tag", "backend", "iterations", "train_s", "mesh_s", "total_s", "it_per_s", "rays_per_s", "peak_gpu_gb"]
     print("\n| " + " | ".join(keys + ["chamfer", "iou mean/worst"]) + " |")
     for r in results:
@@ -130,6 +154,8 @@ def main(argv=None) -> int:
             print(f"  lifted masks: {r['iou_mean']:.3f} / {r['iou_worst']:.3f}; converged {r['converged']}")
         if r.get("alone"):
             print(f"  segmenter alone (prompts from gt): {np.mean(r['alone']):.3f} / {np.min(r['alone']):.3f}")
+        if r.get("feature_encode_s"):
+            print(f"  {r['tag']}: feature source (SAM encoder, all views) {r['feature_encode_s']:.1f} s")
         if r.get("stages"):
             print("  stages s: " + ", ".join(f"{k} {v:.1f}" for k, v in r["stages"].items()))
     if len(results) == 2:

@@ -245,7 +245,6 @@ def _level_tables(layout: GridLayout, device: torch.device):
     """(meta (L, 4) int32, scale (L,) float32) on `device`, cached per (layout, device)."""
     key = (layout, device)
     if key not in _TABLE_CACHE:
-        f = layout.n_features
         meta = [[r, s, o, int(d)] for r, s, o, d in
                 zip(layout.resolutions, layout.sizes, layout.offsets, layout.dense)]
         for s, d in zip(layout.sizes, layout.dense):

@@ -40,13 +40,15 @@ def rng_state(generator: torch.Generator | None = None) -> dict:
 
 
 def restore_rng_state(state: dict, generator: torch.Generator | None = None) -> None:
+    """Inverse of rng_state. Generator states must be CPU byte tensors: a checkpoint loaded with
+    map_location="cuda" has moved them to the GPU, so they are brought back first."""
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
     if generator is not None and "generator" in state:
-        generator.set_state(state["generator"])
+        generator.set_state(state["generator"].cpu())
 
 
 def list_checkpoints(folder: Path) -> list[Path]:

@@ -16,11 +16,11 @@ from tests.conftest import ROOT
 EVAL_SPACING = 2.0   # mm between Chamfer surface samples (the scene is ~340 mm across)
 
 
-def make_trainer(scene, exp_dir, *overrides, is_continue=False):
+def make_trainer(scene, exp_dir, *overrides, is_continue=False, device="cpu"):
     lines = [f'dataset.data_dir = "{scene}"', f'general.base_exp_dir = "{exp_dir}"', "nto3d.enabled = false",
              *overrides]
     conf = Conf.from_file(ROOT / "confs" / "tiny.conf", case="test", overrides="\n".join(lines))
-    return Trainer(conf, torch.device("cpu"), is_continue=is_continue)
+    return Trainer(conf, torch.device(device), is_continue=is_continue)
 
 
 def scene_chamfer(tr, scene) -> float:
@@ -73,6 +73,17 @@ def test_resume_reproduces_uninterrupted_training(tiny_scene, tmp_path):
     resumed.train()
     for (name, p), q in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.allclose(p, q, atol=1e-6), f"{name} differs after resume"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA only: checkpoints loaded onto the GPU")
+def test_resume_on_cuda(tiny_scene, tmp_path):
+    """--is_continue on the GPU: the checkpoint is loaded with map_location=cuda, which moves the saved
+    RNG states onto the GPU; restoring them must still work and training must go on."""
+    make_trainer(tiny_scene, tmp_path, "train.max_iters = 10", device="cuda").train()
+    resumed = make_trainer(tiny_scene, tmp_path, "train.max_iters = 20", is_continue=True, device="cuda")
+    assert resumed.iteration == 10
+    resumed.train()
+    assert resumed.iteration == 20
 
 
 def test_continue_without_checkpoint_is_a_clear_error(tiny_scene, tmp_path):
