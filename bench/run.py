@@ -8,6 +8,9 @@ gt/ (mm) and target-mask IoU (NTO3D runs). `--compare` runs a second configurati
 process so speed-ups are ratios taken side by side. `--full_scene` switches NTO3D off.
 `--compare_from target` starts the second run from the first run's checkpoint at the start of the
 target stage (same lifted masks, the lifting not run twice): an ablation of the target stage alone.
+`--features_ablation CHECKPOINT` (a SAM checkpoint, or `random`) is that ablation for the SAM feature
+loss: target stage without, then with the loss, the second run given `--features_time_ratio` of the
+first's iterations (its measured it/s ratio) so both train for about the same time.
 """
 from __future__ import annotations
 
@@ -102,6 +105,20 @@ def segmenter_alone(tr) -> list[float] | None:
     return segmenter_alone_ious(p.segmenter(tr), images, gt, s.n_positive, s.n_negative, s.cascade)
 
 
+def add_features_ablation(args) -> None:
+    """Both runs build the feature head (so the second can resume from the first); the base run never
+    trains it (start_iter beyond any run), the second trains it from the start of the target stage."""
+    conf = Conf.from_file(args.conf, case="ablation", overrides="\n".join(args.override))
+    iters = round(conf.get("nto3d.target.iters", int) * args.features_time_ratio)
+    args.override.append(f'features {{ enabled = true, stages = [target], start_iter = {NEVER}, '
+                         f'sam.checkpoint = "{args.features_ablation}" }}')
+    args.compare += ["features.start_iter = 0", f"nto3d.target.iters = {iters}"]
+    args.compare_from = "target"
+
+
+NEVER = 10**9   # an iteration no run reaches
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", default="occluded")
@@ -120,7 +137,13 @@ def main(argv=None) -> int:
     ap.add_argument("--time_budget", type=float, default=0.0, help="stop training after this many seconds")
     ap.add_argument("--json", default=None, help="write the results here")
     ap.add_argument("--scene", default=None, help="an existing DTU-layout scene folder instead of a synthetic one")
+    ap.add_argument("--features_ablation", default=None, metavar="CHECKPOINT",
+                    help="target stage without / with the SAM feature loss (SAM checkpoint path or 'random')")
+    ap.add_argument("--features_time_ratio", type=float, default=0.72,
+                    help="iterations of the run with features, as a fraction of the base run's (equal time)")
     args = ap.parse_args(argv)
+    if args.features_ablation:
+        add_features_ablation(args)
 
     case = f"{args.preset}_{args.views}v_{args.width}x{args.height}_s{args.seed}"
     if args.scene:

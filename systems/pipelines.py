@@ -15,6 +15,7 @@ from evaluation.metrics import mask_iou
 from sam_utils.lifting import LiftingSettings, MaskStore, final_masks, run_round, save_round, view_angles
 from systems.config import Conf
 from sam_utils.visibility import known_pixels
+from sam_utils.vote_weight import error_rates, round_boxes, vote_weight
 from systems.projection import load_gt_masks, project_views, projection_matrices, upsample_masks
 from systems.stages import INSTANCE, LiftStage, LossWeights, SceneStage, TargetStage
 
@@ -68,7 +69,8 @@ class NTO3DPipeline:
             max_rounds=lc.get("max_rounds", int), proj_threshold=lc.get("proj_threshold", float),
             n_positive=lc.get("n_positive", int), n_negative=lc.get("n_negative", int), cascade=lc.get("cascade", bool),
             view_radius_deg=lc.get("view_radius_deg", float), known_depth_tol=lc.get("known_depth_tol", float))
-        self.negative_weight = sc.get("negative_weight", float)
+        self.negative_weight = sc.get("negative_weight", float)   # the first rounds' (and, if fixed, every round's)
+        self.adaptive_weight = lc.get("adaptive_negative_weight", bool)
         lc.section("per_segmenter").mark_read()
         self.render_level = lc.get("render_level", int)
         self.final_render_level = lc.get("final_render_level", int)
@@ -89,7 +91,7 @@ class NTO3DPipeline:
     def state_dict(self) -> dict:
         final = None if self.final is None else np.packbits(self.final, axis=-1)
         return {"phase": self.phase, "phase_start": self.phase_start, "store": self.store.state_dict(),
-                "final": final, "timings": self.timings}
+                "final": final, "timings": self.timings, "negative_weight": self.negative_weight}
 
     def load_state_dict(self, state: dict) -> None:
         if not state:
@@ -97,6 +99,7 @@ class NTO3DPipeline:
         self.phase, self.phase_start = state["phase"], state["phase_start"]
         self.store.load_state_dict(state["store"])
         self.timings = dict(state.get("timings", {}))
+        self.negative_weight = state.get("negative_weight", self.negative_weight)
         if state["final"] is not None:
             n, h, w = self.store.masks.shape
             self.final = np.unpackbits(state["final"], axis=-1, count=w).astype(bool).reshape(n, h, w)
@@ -166,6 +169,14 @@ class NTO3DPipeline:
         self.phase, self.phase_start = "lift", tr.iteration
         tr.save()
 
+    def _update_negative_weight(self, report: dict, proj: np.ndarray, prompt_view: int) -> None:
+        """Re-estimate the background weight from the accepted answers' errors (sam_utils/vote_weight.py)."""
+        rates = error_rates(self.store.masks, final_masks(proj, self.settings.proj_threshold),
+                            round_boxes(report, self.store.accepted, prompt_view))
+        if rates is not None:
+            self.negative_weight = vote_weight(*rates)
+            report.update(recall_estimate=rates[0], fp_rate_estimate=rates[1], negative_weight=self.negative_weight)
+
     def _lift(self, tr, images, gt, out_dir) -> None:
         s = self.settings
         stage = LiftStage(self._weights(tr, tr.weights.mask), tr.background, tr.device, self.focus_margin)
@@ -195,10 +206,15 @@ class NTO3DPipeline:
             report = run_round(self.store, proj, images, self.segmenter(tr), s, prompt_view,
                                seed=tr.iteration, gt_masks=gt, angles=angles, known=known)
             self._tick("segmenter", t0)
+            if self.adaptive_weight:
+                self._update_negative_weight(report, proj, prompt_view)
+                stage.w.instance_negative = self.negative_weight
             save_round(out_dir, self.store, report, images, proj, s.proj_threshold)
             msg = f"[lift] round {report['round']}: accepted {report['n_accepted']}/{report['n_candidates']} " \
                   f"prompted views (of {len(images)}), " \
                   f"change {report['mean_change']:.3f}"
+            if self.adaptive_weight and "negative_weight" in report:
+                msg += f", background weight {report['negative_weight']:.2f}"
             if "iou_gt_mean" in report:
                 msg += f", IoU vs gt mean {report['iou_gt_mean']:.3f} worst {report['iou_gt_worst']:.3f}"
             print(msg)

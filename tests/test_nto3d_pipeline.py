@@ -78,3 +78,29 @@ def test_resume_keeps_the_lifting_state(run, tiny_scene):
     assert again.pipeline.phase == "done"
     assert np.array_equal(again.pipeline.store.masks, run.pipeline.store.masks)
     assert np.array_equal(again.pipeline.final, run.pipeline.final)
+
+
+def test_adaptive_background_weight_is_set_from_the_round_and_kept_on_resume(tiny_scene, tmp_path):
+    """lifting.adaptive_negative_weight: a round whose accepted answers over-segment the projection
+    raises the weight (recorded in the round's report) and the new weight survives a checkpoint."""
+    from sam_utils.lifting import final_masks
+
+    tr = make(tiny_scene, tmp_path, "nto3d.lifting.adaptive_negative_weight = true")
+    p = tr.pipeline
+    assert p.adaptive_weight and p.negative_weight == 3.0               # the conf's grabcut weight first
+    n, h, w = p.store.masks.shape
+    proj = np.zeros((n, h, w), np.float32)
+    proj[:, h // 4: h // 2, w // 4: w // 2] = 1.0                        # the consensus: a block
+    grown = final_masks(proj, 0.5)
+    grown[:, h // 4 - 3: h // 2 + 3, w // 4 - 3: w // 2 + 3] = True      # every answer: the block and a rim
+    p.store.masks[:] = grown
+    p.store.accepted[:] = True
+    box = [w // 4 - 9.0, h // 4 - 9.0, w // 2 + 8.0, h // 2 + 8.0]          # the prompt box: block + 9 px
+    report = {"views": {str(v): {"accepted": True, "prompt": {"box": box}} for v in range(n)}}
+    p._update_negative_weight(report, proj, prompt_view=0)
+    assert report["recall_estimate"] == 1.0 and report["fp_rate_estimate"] > 0
+    assert report["negative_weight"] == p.negative_weight > 3.0
+    state = p.state_dict()
+    again = make(tiny_scene, tmp_path / "b")
+    again.pipeline.load_state_dict(state)
+    assert again.pipeline.negative_weight == p.negative_weight
