@@ -105,6 +105,9 @@ def segmenter_alone(tr) -> list[float] | None:
     return segmenter_alone_ious(p.segmenter(tr), images, gt, s.n_positive, s.n_negative, s.cascade)
 
 
+NEVER = 10**9   # an iteration no run reaches
+
+
 def add_features_ablation(args) -> None:
     """Both runs build the feature head (so the second can resume from the first); the base run never
     trains it (start_iter beyond any run), the second trains it from the start of the target stage."""
@@ -114,9 +117,6 @@ def add_features_ablation(args) -> None:
                          f'sam.checkpoint = "{args.features_ablation}" }}')
     args.compare += ["features.start_iter = 0", f"nto3d.target.iters = {iters}"]
     args.compare_from = "target"
-
-
-NEVER = 10**9   # an iteration no run reaches
 
 
 def main(argv=None) -> int:

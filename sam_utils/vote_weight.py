@@ -44,12 +44,11 @@ def vote_weight(recall: float, fp_rate: float) -> float:
     return float(np.clip(np.log((1 - f) / (1 - r)) / np.log(r / f), *WEIGHT_RANGE))
 
 
-def round_boxes(report: dict, accepted: np.ndarray, prompt_view: int) -> dict[int, list[float]]:
-    """{view: prompt box} of the round's accepted answers (not the user's prompt view)."""
+def round_boxes(report: dict, prompt_view: int) -> dict[int, list[float]]:
+    """{view: prompt box} of the round's accepted answers (run_round's report; not the user's prompt view)."""
     out = {}
     for key, entry in report["views"].items():
-        v = int(key)
         prompt = entry.get("prompt")
-        if v != prompt_view and accepted[v] and entry.get("accepted") and prompt and prompt.get("box") is not None:
-            out[v] = prompt["box"]
+        if int(key) != prompt_view and entry.get("accepted") and prompt and prompt.get("box") is not None:
+            out[int(key)] = prompt["box"]
     return out

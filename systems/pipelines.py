@@ -169,10 +169,10 @@ class NTO3DPipeline:
         self.phase, self.phase_start = "lift", tr.iteration
         tr.save()
 
-    def _update_negative_weight(self, report: dict, proj: np.ndarray, prompt_view: int) -> None:
+    def _update_negative_weight(self, report: dict, prompt_view: int) -> None:
         """Re-estimate the background weight from the accepted answers' errors (sam_utils/vote_weight.py)."""
-        rates = error_rates(self.store.masks, final_masks(proj, self.settings.proj_threshold),
-                            round_boxes(report, self.store.accepted, prompt_view))
+        # store.lifted: the round's thresholded projections, set by run_round
+        rates = error_rates(self.store.masks, self.store.lifted, round_boxes(report, prompt_view))
         if rates is not None:
             self.negative_weight = vote_weight(*rates)
             report.update(recall_estimate=rates[0], fp_rate_estimate=rates[1], negative_weight=self.negative_weight)
@@ -207,13 +207,13 @@ class NTO3DPipeline:
                                seed=tr.iteration, gt_masks=gt, angles=angles, known=known)
             self._tick("segmenter", t0)
             if self.adaptive_weight:
-                self._update_negative_weight(report, proj, prompt_view)
+                self._update_negative_weight(report, prompt_view)
                 stage.w.instance_negative = self.negative_weight
             save_round(out_dir, self.store, report, images, proj, s.proj_threshold)
             msg = f"[lift] round {report['round']}: accepted {report['n_accepted']}/{report['n_candidates']} " \
                   f"prompted views (of {len(images)}), " \
                   f"change {report['mean_change']:.3f}"
-            if self.adaptive_weight and "negative_weight" in report:
+            if "negative_weight" in report:
                 msg += f", background weight {report['negative_weight']:.2f}"
             if "iou_gt_mean" in report:
                 msg += f", IoU vs gt mean {report['iou_gt_mean']:.3f} worst {report['iou_gt_worst']:.3f}"

@@ -97,7 +97,8 @@ def test_adaptive_background_weight_is_set_from_the_round_and_kept_on_resume(tin
     p.store.accepted[:] = True
     box = [w // 4 - 9.0, h // 4 - 9.0, w // 2 + 8.0, h // 2 + 8.0]          # the prompt box: block + 9 px
     report = {"views": {str(v): {"accepted": True, "prompt": {"box": box}} for v in range(n)}}
-    p._update_negative_weight(report, proj, prompt_view=0)
+    p.store.lifted = final_masks(proj, 0.5)                              # what run_round leaves
+    p._update_negative_weight(report, prompt_view=0)
     assert report["recall_estimate"] == 1.0 and report["fp_rate_estimate"] > 0
     assert report["negative_weight"] == p.negative_weight > 3.0
     state = p.state_dict()

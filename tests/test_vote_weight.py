@@ -41,5 +41,4 @@ def test_round_boxes_take_accepted_answers_only():
                         "1": {"accepted": True, "prompt": {"box": BOX}},
                         "2": {"accepted": False, "prompt": {"box": BOX}},
                         "3": {"accepted": True, "prompt": None}}}
-    accepted = np.array([True, True, False, True])
-    assert round_boxes(report, accepted, prompt_view=0) == {1: BOX}
+    assert round_boxes(report, prompt_view=0) == {1: BOX}
