@@ -25,6 +25,7 @@ import numpy as np
 
 from evaluation.metrics import mask_iou
 
+from .depth_split import split_at_depth_edges
 from .prompts import Prompt, prompts_from_mask
 from .segmenter import Segmenter
 
@@ -43,6 +44,9 @@ class LiftingSettings:
     cascade: bool            # SAM's points -> mask_input -> box cascade (method.md)
     view_radius_deg: float   # prompt only views within this angle of an accepted view (>= 180: all)
     known_depth_tol: float = 0.0  # > 0: judge answers only on pixels an accepted view sees (visibility.py)
+    depth_split_tol: float = 0.0  # > 0: cut answers at rendered-depth jumps of this (relative) size (depth_split.py)
+    depth_split_keep: float = 0.5  # ... keeping pieces with a positive point or this fraction in the projection
+    depth_split_ignore: bool = False  # cut pieces cast no vote (True) instead of a background vote (False)
 
 
 class MaskStore:
@@ -55,6 +59,7 @@ class MaskStore:
         self.round_of = np.full(n_views, -1, dtype=np.int64)
         self.reached = np.zeros(n_views, dtype=bool)        # views some round has prompted
         self.lifted = np.zeros((n_views, height, width), dtype=bool)  # last round's thresholded projections
+        self.unsure = np.zeros((n_views, height, width), dtype=bool)  # pixels an accepted mask casts no vote on
         self.history: list[dict] = []                       # one report per round
         self.converged = False
 
@@ -77,7 +82,7 @@ class MaskStore:
         return {"masks": np.packbits(self.masks, axis=-1), "shape": self.masks.shape, "accepted": self.accepted,
                 "source": list(self.source), "round_of": self.round_of, "history": self.history,
                 "converged": self.converged, "reached": self.reached,
-                "lifted": np.packbits(self.lifted, axis=-1)}
+                "lifted": np.packbits(self.lifted, axis=-1), "unsure": np.packbits(self.unsure, axis=-1)}
 
     def load_state_dict(self, state: dict) -> None:
         n, h, w = state["shape"]
@@ -89,6 +94,8 @@ class MaskStore:
         self.converged = bool(state["converged"])
         self.reached = np.asarray(state["reached"], dtype=bool)
         self.lifted = np.unpackbits(state["lifted"], axis=-1, count=w).astype(bool).reshape(n, h, w)
+        if "unsure" in state:  # checkpoints before the depth split's ignore mode have none
+            self.unsure = np.unpackbits(state["unsure"], axis=-1, count=w).astype(bool).reshape(n, h, w)
 
 
 def final_masks(projections: np.ndarray, threshold: float) -> np.ndarray:
@@ -125,13 +132,16 @@ def agreement(mask: np.ndarray, proj_mask: np.ndarray, known: np.ndarray | None)
 def run_round(store: MaskStore, projections: np.ndarray, images: list[np.ndarray], segmenter: Segmenter,
               settings: LiftingSettings, prompt_view: int, seed: int = 0,
               gt_masks: np.ndarray | None = None, angles: np.ndarray | None = None,
-              known: np.ndarray | None = None) -> dict:
+              known: np.ndarray | None = None, surface: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
     """One lifting round over the candidate views but the prompt view. projections (N,H,W) in [0,1].
 
     angles: (N,N) degrees between views (view_angles); None = every view is a candidate.
     known: (N,H,W) bool pixels some accepted view sees (visibility.known_pixels); None = all. An
     answer is accepted when it agrees with the projection on known pixels and at least
     MIN_KNOWN_FRACTION of the pixels either claims are known.
+    surface: (depth (N,h,w), valid (N,h,w)) rendered with the projections; with depth_split_tol > 0
+    each answer is first cut at its depth jumps (depth_split.py) and only the target's pieces kept;
+    with depth_split_ignore the cut pieces go to store.unsure (no vote) instead of counting as background.
     Returns (and appends to store.history) a report with per-view IoUs, acceptance and the mean
     change of the lifted masks since the previous round. The round has not converged while it reached
     views that no earlier round had (the candidate set grew).
@@ -154,17 +164,27 @@ def run_round(store: MaskStore, projections: np.ndarray, images: list[np.ndarray
         if views else []
 
     per_view: dict[int, dict] = {}
+    split = surface is not None and settings.depth_split_tol > 0
     for v, prompt, res in zip(views, prompts, results):
-        iou_proj, known_frac = agreement(res.mask, proj_masks[v], None if known is None else known[v])
+        mask = res.mask
+        if split:
+            mask = split_at_depth_edges(res.mask, surface[0][v], surface[1][v], prompt, proj_masks[v],
+                                        settings.depth_split_tol, settings.depth_split_keep)
+        iou_proj, known_frac = agreement(mask, proj_masks[v], None if known is None else known[v])
         accept = iou_proj >= settings.accept_iou and known_frac >= MIN_KNOWN_FRACTION
         if accept:
-            store.masks[v] = res.mask
+            store.masks[v] = mask
+            store.unsure[v] = (res.mask & ~mask) if split and settings.depth_split_ignore else False
             store.source[v], store.round_of[v] = "segmenter", round_idx
         store.accepted[v] = accept
         per_view[v] = {"iou_projection": iou_proj, "known_fraction": known_frac, "accepted": bool(accept),
                        "score": float(res.score), "prompt": prompt.to_dict()}
+        if split:
+            per_view[v]["split_removed"] = float((res.mask & ~mask).sum() / max(res.mask.sum(), 1))
         if gt_masks is not None:
-            per_view[v]["iou_gt_segmenter"] = mask_iou(res.mask, gt_masks[v])
+            per_view[v]["iou_gt_segmenter"] = mask_iou(mask, gt_masks[v])
+            if split:
+                per_view[v]["iou_gt_segmenter_unsplit"] = mask_iou(res.mask, gt_masks[v])
     for v in no_prompt:
         store.accepted[v] = False
         per_view[v] = {"iou_projection": 0.0, "accepted": False, "score": 0.0, "prompt": None}

@@ -68,7 +68,9 @@ class NTO3DPipeline:
             accept_iou=sc.get("accept_iou", float), converge_eps=lc.get("converge_eps", float),
             max_rounds=lc.get("max_rounds", int), proj_threshold=lc.get("proj_threshold", float),
             n_positive=lc.get("n_positive", int), n_negative=lc.get("n_negative", int), cascade=lc.get("cascade", bool),
-            view_radius_deg=lc.get("view_radius_deg", float), known_depth_tol=lc.get("known_depth_tol", float))
+            view_radius_deg=lc.get("view_radius_deg", float), known_depth_tol=lc.get("known_depth_tol", float),
+            depth_split_tol=lc.get("depth_split_tol", float), depth_split_keep=lc.get("depth_split_keep", float),
+            depth_split_ignore=lc.get("depth_split_ignore", bool))
         self.negative_weight = sc.get("negative_weight", float)   # the first rounds' (and, if fixed, every round's)
         self.adaptive_weight = lc.get("adaptive_negative_weight", bool)
         lc.section("per_segmenter").mark_read()
@@ -180,7 +182,7 @@ class NTO3DPipeline:
     def _lift(self, tr, images, gt, out_dir) -> None:
         s = self.settings
         stage = LiftStage(self._weights(tr, tr.weights.mask), tr.background, tr.device, self.focus_margin)
-        stage.set_masks(self.store.masks, self.store.accepted)
+        stage.set_masks(self.store.masks, self.store.accepted, self.store.unsure)
         prompt_view = next(v for v, src in enumerate(self.store.source) if src == "prompt")
         angles = view_angles(tr.dataset.poses[:, :3, 3].cpu().numpy())
         nominal = self.warmup_iters + s.max_rounds * self.round_iters
@@ -193,18 +195,21 @@ class NTO3DPipeline:
             if done > 0 and (self.store.converged or done >= s.max_rounds):
                 break
             t0 = time.time()
-            known = None
-            if s.known_depth_tol > 0:
+            known = surface = None
+            if s.known_depth_tol > 0 or s.depth_split_tol > 0:
                 proj, points, valid = project_views(tr, self.render_level, surface=True)
+                centres = tr.dataset.poses[:, :3, 3].double().cpu().numpy()        # (N,3) unit coordinates
+                surface = (np.linalg.norm(points - centres[:, None, None], axis=-1), valid)
+            else:
+                proj = project_views(tr, self.render_level)
+            if s.known_depth_tol > 0:
                 known = upsample_masks(known_pixels(points, valid, projection_matrices(tr.dataset),
                                                     self.store.accepted, (tr.dataset.H, tr.dataset.W),
                                                     s.known_depth_tol), tr.dataset.H, tr.dataset.W)
-            else:
-                proj = project_views(tr, self.render_level)
             self._tick("projection", t0)
             t0 = time.time()
             report = run_round(self.store, proj, images, self.segmenter(tr), s, prompt_view,
-                               seed=tr.iteration, gt_masks=gt, angles=angles, known=known)
+                               seed=tr.iteration, gt_masks=gt, angles=angles, known=known, surface=surface)
             self._tick("segmenter", t0)
             if self.adaptive_weight:
                 self._update_negative_weight(report, prompt_view)
@@ -218,7 +223,7 @@ class NTO3DPipeline:
             if "iou_gt_mean" in report:
                 msg += f", IoU vs gt mean {report['iou_gt_mean']:.3f} worst {report['iou_gt_worst']:.3f}"
             print(msg)
-            stage.set_masks(self.store.masks, self.store.accepted)
+            stage.set_masks(self.store.masks, self.store.accepted, self.store.unsure)
             tr.save()
         t0 = time.time()
         self.final = final_masks(project_views(tr, self.final_render_level), s.proj_threshold)

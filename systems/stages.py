@@ -80,11 +80,13 @@ class LiftStage(SceneStage):
         self.device = device
         self.focus_margin = focus_margin             # < 0: accepted views sampled over the whole image
         self.masks: torch.Tensor | None = None       # (N,H,W) bool, on device
+        self.unsure: torch.Tensor | None = None      # (N,H,W) bool: pixels without a vote, or None
         self.accepted_views: torch.Tensor | None = None
         self.boxes: torch.Tensor | None = None       # (N,4) where the accepted half of a batch samples
 
-    def set_masks(self, masks: np.ndarray, accepted: np.ndarray) -> None:
+    def set_masks(self, masks: np.ndarray, accepted: np.ndarray, unsure: np.ndarray | None = None) -> None:
         self.masks = torch.from_numpy(masks).to(self.device)
+        self.unsure = None if unsure is None or not unsure.any() else torch.from_numpy(unsure).to(self.device)
         self.accepted_views = torch.from_numpy(np.flatnonzero(accepted)).to(self.device)
         if self.focus_margin >= 0:
             self.boxes = torch.from_numpy(focus_boxes(masks, self.focus_margin)).to(self.device)
@@ -98,6 +100,8 @@ class LiftStage(SceneStage):
         accepted = torch.zeros(trainer.dataset.n_images, dtype=torch.bool, device=self.device)
         accepted[self.accepted_views] = True
         batch["instance_weight"] = accepted[batch["view"]].float()[:, None]
+        if self.unsure is not None:
+            batch["instance_weight"] = batch["instance_weight"] * (1.0 - lookup_masks(self.unsure, batch))
         batch["instance_target"] = lookup_masks(self.masks, batch)
         batch["background"] = self.background
         return batch

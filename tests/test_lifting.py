@@ -106,9 +106,11 @@ def test_store_state_round_trip_and_round_files(tmp_path):
     store.set_prompt_mask(0, GT[0])
     proj = np.stack([soft(m) for m in GT])
     report = run_round(store, proj, images(), OracleSegmenter({3: "distractor"}), SETTINGS, prompt_view=0)
+    store.unsure[2, :3, :5] = True                    # a depth-split leak without a vote (ignore mode)
     other = MaskStore(N, H, W)
     other.load_state_dict(store.state_dict())
     assert np.array_equal(other.masks, store.masks) and np.array_equal(other.accepted, store.accepted)
+    assert np.array_equal(other.unsure, store.unsure) and other.unsure.sum() == 15
     assert other.rounds_done == 1 and other.source == store.source
     out = save_round(tmp_path, store, report, images(), proj, SETTINGS.proj_threshold)
     assert len(list(out.glob("[0-9][0-9][0-9].png"))) == N
