@@ -8,6 +8,7 @@ gt/ (mm) and target-mask IoU (NTO3D runs). `--compare` runs a second configurati
 process so speed-ups are ratios taken side by side. `--full_scene` switches NTO3D off.
 `--compare_from target` starts the second run from the first run's checkpoint at the start of the
 target stage (same lifted masks, the lifting not run twice): an ablation of the target stage alone.
+`--repeat K` runs every configuration with K network seeds and prints medians.
 `--features_ablation CHECKPOINT` (a SAM checkpoint, or `random`) is that ablation for the SAM feature
 loss: target stage without, then with the loss, the second run given `--features_time_ratio` of the
 first's iterations (its measured it/s ratio) so both train for about the same time.
@@ -105,6 +106,21 @@ def segmenter_alone(tr) -> list[float] | None:
     return segmenter_alone_ious(p.segmenter(tr), images, gt, s.n_positive, s.n_negative, s.cascade)
 
 
+def print_medians(results: list[dict]) -> None:
+    """Median (min - max) over the seeds of each configuration's IoU, Chamfer and time (--repeat)."""
+    metrics = {"iou mean": lambda r: r.get("iou_mean"), "iou worst": lambda r: r.get("iou_worst"),
+               "chamfer": lambda r: r.get("chamfer", {}).get("overall"), "total s": lambda r: r["total_s"]}
+    for tag in ("base", "compare"):
+        rows = [r for r in results if r["tag"].startswith(tag + "_s")]
+        cells = []
+        for name, get in metrics.items():
+            vals = [v for v in map(get, rows) if v is not None]
+            if vals:
+                cells.append(f"{name} {np.median(vals):.3f} ({min(vals):.3f}-{max(vals):.3f})")
+        if rows:
+            print(f"{tag}, median over {len(rows)} seeds: " + "; ".join(cells))
+
+
 NEVER = 10**9   # an iteration no run reaches
 
 
@@ -136,6 +152,9 @@ def main(argv=None) -> int:
     ap.add_argument("--exp_root", default="exp/bench")
     ap.add_argument("--time_budget", type=float, default=0.0, help="stop training after this many seconds")
     ap.add_argument("--json", default=None, help="write the results here")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="run each configuration with general.seed = 0..K-1 and print medians (the lifting's "
+                         "outcome varies with the initialisation)")
     ap.add_argument("--scene", default=None, help="an existing DTU-layout scene folder instead of a synthetic one")
     ap.add_argument("--features_ablation", default=None, metavar="CHECKPOINT",
                     help="target stage without / with the SAM feature loss (SAM checkpoint path or 'random')")
@@ -154,14 +173,17 @@ def main(argv=None) -> int:
         make_scene(args.preset, scene, n_views=args.views, width=args.width, height=args.height, seed=args.seed,
                    progress=True)
     print(f"[bench] scene {scene} ready in {time.time() - t0:.1f} s")
-    results = [run_once(args, case, [], "base")]
-    if args.compare:
-        resume = None
-        if args.compare_from:
-            if "target_start" not in results[0]:
-                raise SystemExit("--compare_from target: the base run did not reach the end of the target stage")
-            resume = Path(results[0]["exp_dir"]) / "checkpoints" / f"ckpt_{results[0]['target_start']:06d}.pth"
-        results.append(run_once(args, case, args.compare, "compare", resume))
+    results = []
+    for k in range(args.repeat):  # --repeat K: the same pair of runs with general.seed = 0 .. K-1
+        seed, sfx = ([f"general.seed = {k}"], f"_s{k}") if args.repeat > 1 else ([], "")
+        results.append(run_once(args, case, seed, "base" + sfx))
+        if args.compare:
+            resume = None
+            if args.compare_from:
+                if "target_start" not in results[-1]:
+                    raise SystemExit("--compare_from target: the base run did not reach the end of the target stage")
+                resume = Path(results[-1]["exp_dir"]) / "checkpoints" / f"ckpt_{results[-1]['target_start']:06d}.pth"
+            results.append(run_once(args, case, args.compare + seed, "compare" + sfx, resume))
     keys = ["tag", "backend", "iterations", "train_s", "mesh_s", "total_s", "it_per_s", "rays_per_s", "peak_gpu_gb"]
     print("\n| " + " | ".join(keys + ["chamfer", "iou mean/worst"]) + " |")
     for r in results:
@@ -181,7 +203,9 @@ def main(argv=None) -> int:
             print(f"  {r['tag']}: feature source (SAM encoder, all views) {r['feature_encode_s']:.1f} s")
         if r.get("stages"):
             print("  stages s: " + ", ".join(f"{k} {v:.1f}" for k, v in r["stages"].items()))
-    if len(results) == 2:
+    if args.repeat > 1:
+        print_medians(results)
+    if args.compare and args.repeat == 1:
         print(f"speed-up (it/s compare / base): {results[1]['it_per_s'] / results[0]['it_per_s']:.2f}x")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
