@@ -63,7 +63,6 @@ class MaskStore:
         self.reached = np.zeros(n_views, dtype=bool)        # views some round has prompted
         self.lifted = np.zeros((n_views, height, width), dtype=bool)  # last round's thresholded projections
         self.unsure = np.zeros((n_views, height, width), dtype=bool)  # pixels an accepted mask casts no vote on
-        self.prompt_mask = np.zeros((height, width), dtype=bool)      # the user's prompt's own mask, as answered
         self.history: list[dict] = []                       # one report per round
         self.converged = False
 
@@ -74,7 +73,6 @@ class MaskStore:
 
     def set_prompt_mask(self, view: int, mask: np.ndarray) -> None:
         self.masks[view] = mask
-        self.prompt_mask = mask.copy()
         self.accepted[view] = True
         self.reached[view] = True
         self.source[view] = "prompt"
@@ -87,8 +85,7 @@ class MaskStore:
         return {"masks": np.packbits(self.masks, axis=-1), "shape": self.masks.shape, "accepted": self.accepted,
                 "source": list(self.source), "round_of": self.round_of, "history": self.history,
                 "converged": self.converged, "reached": self.reached,
-                "lifted": np.packbits(self.lifted, axis=-1), "unsure": np.packbits(self.unsure, axis=-1),
-                "prompt_mask": np.packbits(self.prompt_mask, axis=-1)}
+                "lifted": np.packbits(self.lifted, axis=-1), "unsure": np.packbits(self.unsure, axis=-1)}
 
     def load_state_dict(self, state: dict) -> None:
         n, h, w = state["shape"]
@@ -102,9 +99,6 @@ class MaskStore:
         self.lifted = np.unpackbits(state["lifted"], axis=-1, count=w).astype(bool).reshape(n, h, w)
         if "unsure" in state:  # checkpoints before the depth split's ignore mode have none
             self.unsure = np.unpackbits(state["unsure"], axis=-1, count=w).astype(bool).reshape(n, h, w)
-            self.prompt_mask = np.unpackbits(state["prompt_mask"], axis=-1, count=w).astype(bool).reshape(h, w)
-        elif "prompt" in self.source:
-            self.prompt_mask = self.masks[self.source.index("prompt")].copy()
 
 
 def final_masks(projections: np.ndarray, threshold: float) -> np.ndarray:
@@ -141,8 +135,7 @@ def agreement(mask: np.ndarray, proj_mask: np.ndarray, known: np.ndarray | None)
 def run_round(store: MaskStore, projections: np.ndarray, images: list[np.ndarray], segmenter: Segmenter,
               settings: LiftingSettings, prompt_view: int, seed: int = 0,
               gt_masks: np.ndarray | None = None, angles: np.ndarray | None = None,
-              known: np.ndarray | None = None, surface: tuple[np.ndarray, np.ndarray] | None = None,
-              user_prompt: Prompt | None = None) -> dict:
+              known: np.ndarray | None = None, surface: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
     """One lifting round over the candidate views but the prompt view. projections (N,H,W) in [0,1].
 
     angles: (N,N) degrees between views (view_angles); None = every view is a candidate.
@@ -152,7 +145,6 @@ def run_round(store: MaskStore, projections: np.ndarray, images: list[np.ndarray
     surface: (depth (N,h,w), valid (N,h,w)) rendered with the projections; with depth_split_tol > 0
     each answer is first cut at its depth jumps (depth_split.py) and only the target's pieces kept;
     with depth_split_ignore the cut pieces go to store.unsure (no vote) instead of counting as background.
-    With user_prompt the prompt view's own mask is cut too (cut_prompt_mask).
     Returns (and appends to store.history) a report with per-view IoUs, acceptance and the mean
     change of the lifted masks since the previous round. The round has not converged while it reached
     views that no earlier round had (the candidate set grew).
@@ -196,9 +188,6 @@ def run_round(store: MaskStore, projections: np.ndarray, images: list[np.ndarray
             per_view[v]["iou_gt_segmenter"] = mask_iou(mask, gt_masks[v])
             if split:
                 per_view[v]["iou_gt_segmenter_unsplit"] = mask_iou(res.mask, gt_masks[v])
-    if split and user_prompt is not None:
-        per_view[prompt_view] = {"accepted": True, "prompt": None,
-                                 "split_removed": cut_prompt_mask(store, prompt_view, user_prompt, surface, settings)}
     for v in no_prompt:
         store.accepted[v] = False
         per_view[v] = {"iou_projection": 0.0, "accepted": False, "score": 0.0, "prompt": None}
@@ -222,21 +211,6 @@ def run_round(store: MaskStore, projections: np.ndarray, images: list[np.ndarray
     return report
 
 
-def cut_prompt_mask(store: MaskStore, view: int, prompt: Prompt, surface: tuple[np.ndarray, np.ndarray],
-                    settings: LiftingSettings) -> float:
-    """Cut the user's mask at the view's depth jumps; returns the fraction removed.
-
-    Only the pieces holding the user's positive points keep their vote: the projection in this view was
-    learnt from this very mask, so it cannot vouch for a piece. The cut pieces cast no vote (never
-    "background", whatever depth_split_ignore says): the user's answer is narrowed, never argued with.
-    """
-    base = store.prompt_mask
-    kept = split_at_depth_edges(base, surface[0][view], surface[1][view], prompt, np.zeros_like(base),
-                                settings.depth_split_tol, settings.depth_split_keep)
-    store.masks[view], store.unsure[view] = kept, base & ~kept
-    return float((base & ~kept).sum() / max(base.sum(), 1))
-
-
 def save_round(folder: Path, store: MaskStore, report: dict, images: list[np.ndarray],
                projections: np.ndarray, threshold: float) -> Path:
     """Write masks_round_NN/ (per-view PNG masks, report.json, contact sheet)."""
@@ -256,5 +230,5 @@ def save_round(folder: Path, store: MaskStore, report: dict, images: list[np.nda
     return out
 
 
-__all__ = ["LiftingSettings", "MaskStore", "Prompt", "candidate_views", "cut_prompt_mask", "final_masks", "run_round",
-           "save_round", "view_angles"]
+__all__ = ["LiftingSettings", "MaskStore", "Prompt", "candidate_views", "final_masks", "run_round", "save_round",
+           "view_angles"]

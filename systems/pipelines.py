@@ -184,7 +184,6 @@ class NTO3DPipeline:
         stage = LiftStage(self._weights(tr, tr.weights.mask), tr.background, tr.device, self.focus_margin)
         stage.set_masks(self.store.masks, self.store.accepted, self.store.unsure)
         prompt_view = next(v for v, src in enumerate(self.store.source) if src == "prompt")
-        user_prompt = self.prompt(tr)[0] if s.depth_split_tol > 0 else None   # its mask is cut at depth jumps too
         angles = view_angles(tr.dataset.poses[:, :3, 3].cpu().numpy())
         nominal = self.warmup_iters + s.max_rounds * self.round_iters
         while True:
@@ -210,8 +209,7 @@ class NTO3DPipeline:
             self._tick("projection", t0)
             t0 = time.time()
             report = run_round(self.store, proj, images, self.segmenter(tr), s, prompt_view,
-                               seed=tr.iteration, gt_masks=gt, angles=angles, known=known, surface=surface,
-                               user_prompt=user_prompt)
+                               seed=tr.iteration, gt_masks=gt, angles=angles, known=known, surface=surface)
             self._tick("segmenter", t0)
             if self.adaptive_weight:
                 self._update_negative_weight(report, prompt_view)

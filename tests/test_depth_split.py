@@ -92,35 +92,3 @@ def test_run_round_accepts_the_cut_answer():
             assert rep["views"]["1"]["iou_gt_segmenter"] > 0.95 > rep["views"]["1"]["iou_gt_segmenter_unsplit"]
             cut = wall & ~store.masks[1]                 # the leak: no vote (ignore) or a background vote
             assert (store.unsure[1] == (cut if ignore else False)).all() and cut.sum() > 500
-
-
-def test_the_users_mask_is_cut_to_its_clicked_pieces_without_a_background_vote():
-    """The prompt view's own mask leaks onto the wall: with the user's prompt the round cuts it to the
-    clicked piece (the projection, learnt from that mask, is not asked) and the wall casts no vote."""
-    from sam_utils.lifting import LiftingSettings, MaskStore, run_round
-    from sam_utils.segmenter import SegResult, Segmenter
-
-    disc, wall, depth, valid = _scene()
-
-    class Exact(Segmenter):
-        name = "exact"
-
-        def predict(self, view, image, prompt, mask_input=None):
-            return SegResult(disc, 1.0, None)
-
-    n = 2
-    images = [np.zeros((H, W, 3), np.uint8)] * n
-    proj = np.stack([(disc | wall).astype(np.float32)] * n)        # the field has learnt the leak
-    surface = (np.stack([depth] * n), np.stack([valid] * n))
-    s = LiftingSettings(accept_iou=0.5, converge_eps=0.03, max_rounds=2, proj_threshold=0.5, n_positive=3,
-                        n_negative=2, cascade=False, view_radius_deg=180.0, depth_split_tol=0.02)
-    store = MaskStore(n, H, W)
-    store.set_prompt_mask(0, disc | wall)
-    rep = run_round(store, proj, images, Exact(), s, prompt_view=0, surface=surface, user_prompt=_prompt())
-    assert (store.masks[0] == disc).mean() > 0.99 and store.accepted[0]
-    assert (store.unsure[0] == (wall & ~disc)).mean() > 0.99          # no vote, although ignore is off
-    assert (store.prompt_mask == (disc | wall)).all()                 # the next round cuts the original again
-    assert rep["views"]["0"]["split_removed"] > 0.5
-    again = MaskStore(n, H, W)
-    again.load_state_dict(store.state_dict())
-    assert (again.prompt_mask == store.prompt_mask).all()
