@@ -14,9 +14,10 @@ on `occluded`, an ideal vote over its 49 masks 0.90, 0.98 with negatives weighte
 Optionally (view_radius_deg < 180) views are taken in order of proximity: a round prompts only
 views within that angle of an accepted view, where the projection rests on surfaces that accepted
 views have labelled (measured worse than all views on `occluded`, so off by default).
-Optionally (depth_split_tol > 0) every answer, and the user's own mask, is first cut at the depth
-jumps of the rendered scene (depth_split.py), so leaks onto objects behind or in front of the target
-stop voting; the cut pieces then cast no vote (store.unsure) or a background vote.
+Optionally (depth_split_tol > 0) every answer is first cut at the depth jumps of the rendered scene
+(depth_split.py), so leaks onto objects behind or in front of the target stop voting; the cut pieces
+then cast no vote (store.unsure) or a background vote. The user's own mask is never cut: its
+pieces beyond the target's own depth jumps (arms, a lamp's head) hold no click (RESULTS.md).
 """
 from __future__ import annotations
 
