@@ -6,7 +6,7 @@ fp32/fp16/bf16 table reads, tiny-cuda-nn when importable.
 
     python bench/hashgrid.py            # table
     python bench/hashgrid.py --check    # first compare Triton vs torch outputs/gradients on the GPU
-    python bench/hashgrid.py --sweep    # Triton launch knobs (block, warps, levels/program, v2 atomics)
+    python bench/hashgrid.py --sweep    # Triton launch knobs (table dtype, block, warps, x-neighbour chunks)
 """
 import argparse
 import itertools
@@ -110,11 +110,10 @@ def sweep(args, x):
     """Time Triton launch configurations and print them fastest first (with forward-only times)."""
     import models.hashgrid_triton as ht
     rows = []
-    cases = [("fp32", ht.TritonConfig(block=b, num_warps=w, levels_per_program=lpp, vec_atomics=v))
-             for b, w, lpp, v in itertools.product([64, 128, 256], [4, 8], [1, 4], [False, True])]
-    cases += [("fp32", ht.TritonConfig(pair_loads=False, levels_per_program=lpp)) for lpp in (1, 4)]
-    cases += [(d, ht.TritonConfig(block=b, levels_per_program=4, vec_atomics=v))
-              for d, b, v in itertools.product(["fp16", "bf16"], [64, 128], [False, True])]
+    cases = [(d, ht.TritonConfig(block=b, num_warps=w, levels_per_program=4, merge_x=m))
+             for d, b, w, m in itertools.product(["fp32", "fp16", "bf16"], [128, 256], [4, 8], [False, True])]
+    cases += [("fp32", ht.TritonConfig(levels_per_program=1)), ("fp32", ht.TritonConfig(vec_atomics=False)),
+              ("fp32", ht.TritonConfig(pair_loads=False))]
     for dtype, cfg in cases:
         grid = HashGrid(backend="triton", param_dtype=DTYPES[dtype]).cuda()
         encode = lambda xx, c=cfg, g=grid: ht.encode_triton(xx, g.params, g.layout, g.param_dtype, c)  # noqa: E731

@@ -2,7 +2,7 @@
 
 One module, three interchangeable backends sharing one flat fp32 ``params`` tensor:
   * ``torch``  - vectorised PyTorch (CPU/CUDA, full autograd incl. double backward wrt x);
-  * ``triton`` - fused CUDA kernels (``models/hashgrid_triton.py``);
+  * ``triton`` - fused CUDA kernels (``models/hashgrid_triton.py`` launches ``models/hashgrid_kernels.py``);
   * ``tcnn``   - tiny-cuda-nn's native encoding run on *our* params.
 A checkpoint (state_dict key ``params``) trained with one backend therefore renders with any other.
 

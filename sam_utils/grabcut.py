@@ -7,6 +7,9 @@ box. Much weaker than SAM on cluttered scenes; it exists so the pipeline runs en
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import cv2
 import numpy as np
 
@@ -20,6 +23,7 @@ DISC_FRAC = 0.04            # radius of the seed discs, as a fraction of the wor
 MIN_DISC_PX = 2
 POINT_BOX_MARGIN_FRAC = 0.25  # without a box: grow the points' bbox by this fraction of the longest side
 MASK_BOX_MARGIN_FRAC = 0.1    # without a box: grow mask_input's bbox by this fraction of its size
+MIN_CROP_MARGIN_PX = 16       # the crop around the object's rect is at least this much wider per side
 
 
 class GrabCutSegmenter(Segmenter):
@@ -28,8 +32,25 @@ class GrabCutSegmenter(Segmenter):
     name = "grabcut"
 
     def __init__(self, iterations: int = ITERATIONS, max_side: int = MAX_SIDE,
-                 disc_frac: float = DISC_FRAC, keep_prompted_components: bool = True, seed: int = 0):
+                 disc_frac: float = DISC_FRAC, keep_prompted_components: bool = True, seed: int = 0,
+                 crop_margin: float = 0.0, workers: int = 1):
         self.iterations, self.max_side, self.disc_frac = iterations, max_side, disc_frac
+        self.crop_margin = crop_margin
+        self.workers = workers if workers > 0 else (os.cpu_count() or 1)
+        self.keep_prompted_components = keep_prompted_components
+        self.seed = seed
+
+    def predict_views(self, views: list[int], images: list[np.ndarray], prompts: list[Prompt],
+                      cascade: bool = False) -> list[SegResult]:
+        """Views in parallel threads (OpenCV releases the GIL in grabCut; its RNG is per thread and
+        seeded per call, so the result does not depend on the number of workers)."""
+        if self.workers == 1 or len(views) < 2:
+            return super().predict_views(views, images, prompts, cascade)
+        if not (len(views) == len(images) == len(prompts)):
+            return super().predict_views(views, images, prompts, cascade)   # raises the named error
+        run = self.predict_cascade if cascade else self.predict
+        with ThreadPoolExecutor(min(self.workers, len(views))) as pool:
+            return list(pool.map(run, views, images, prompts))
         self.keep_prompted_components = keep_prompted_components
         self.seed = seed
 
@@ -53,13 +74,41 @@ class GrabCutSegmenter(Segmenter):
                 mask_input: np.ndarray | None = None) -> SegResult:
         check_image(image, view)
         H0, W0 = image.shape[:2]
-        s = min(1.0, self.max_side / max(H0, W0))
-        img = image if s == 1.0 else cv2.resize(image, (round(W0 * s), round(H0 * s)),
-                                                interpolation=cv2.INTER_AREA)
+        prob0 = None if mask_input is None else mask_input_to_prob(mask_input, H0, W0)  # (H0, W0)
+        cx0, cy0, cx1, cy1 = self._window(prompt, prob0, H0, W0)
+        crop = image[cy0:cy1 + 1, cx0:cx1 + 1]
+        Hc, Wc = crop.shape[:2]
+        s = min(1.0, self.max_side / max(Hc, Wc))
+        img = crop if s == 1.0 else cv2.resize(crop, (round(Wc * s), round(Hc * s)),
+                                               interpolation=cv2.INTER_AREA)
         H, W = img.shape[:2]
-        p = prompt if s == 1.0 else prompt.scaled(s)
-        prob = None if mask_input is None else mask_input_to_prob(mask_input, H, W)  # (H, W)
+        p = prompt.shifted(-cx0, -cy0, Wc, Hc)
+        p = p if s == 1.0 else p.scaled(s)
+        prob = None
+        if prob0 is not None:
+            prob = prob0[cy0:cy1 + 1, cx0:cx1 + 1]
+            prob = prob if s == 1.0 else cv2.resize(prob, (W, H), interpolation=cv2.INTER_LINEAR)
 
+        mask = self._grabcut(img, p, prob)                                   # (H, W) bool
+        if s != 1.0:
+            mask = cv2.resize(mask.astype(np.float32), (Wc, Hc), interpolation=cv2.INTER_LINEAR) >= 0.5
+        full = np.zeros((H0, W0), bool)
+        full[cy0:cy1 + 1, cx0:cx1 + 1] = mask
+        return SegResult(full, _consistency(full, prompt), None)
+
+    def _window(self, prompt: Prompt, prob: np.ndarray | None, H: int, W: int) -> tuple[int, ...]:
+        """Inclusive x0, y0, x1, y1 of the crop GrabCut works on: the object's rect grown by
+        crop_margin of its longest side (its surroundings train the background model), or the
+        whole image when crop_margin <= 0."""
+        if self.crop_margin <= 0:
+            return 0, 0, W - 1, H - 1
+        x0, y0, x1, y1 = self._rect(prompt, prob, H, W)
+        m = max(MIN_CROP_MARGIN_PX, self.crop_margin * max(x1 - x0 + 1, y1 - y0 + 1))
+        return (int(max(0, x0 - m)), int(max(0, y0 - m)), int(min(W - 1, x1 + m)), int(min(H - 1, y1 + m)))
+
+    def _grabcut(self, img: np.ndarray, p: Prompt, prob: np.ndarray | None) -> np.ndarray:
+        """cv2.grabCut on img (H, W, 3) seeded from prompt p and probability prob (both in img's pixels)."""
+        H, W = img.shape[:2]
         x0, y0, x1, y1 = self._rect(p, prob, H, W)
         gc = np.full((H, W), cv2.GC_BGD, np.uint8)
         inside = np.zeros((H, W), bool)
@@ -75,7 +124,7 @@ class GrabCutSegmenter(Segmenter):
             gc[[0, -1], :] = cv2.GC_PR_BGD
             gc[:, [0, -1]] = cv2.GC_PR_BGD
         if not np.isin(gc, (cv2.GC_FGD, cv2.GC_PR_FGD)).any():
-            return SegResult(np.zeros((H0, W0), bool), 0.0, None)
+            return np.zeros((H, W), bool)
 
         cv2.setRNGSeed(self.seed)
         bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
@@ -84,9 +133,7 @@ class GrabCutSegmenter(Segmenter):
         mask = (gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)                 # (H, W)
         if self.keep_prompted_components:
             mask = _keep_components_with_points(mask, p)
-        if s != 1.0:
-            mask = cv2.resize(mask.astype(np.float32), (W0, H0), interpolation=cv2.INTER_LINEAR) >= 0.5
-        return SegResult(mask, _consistency(mask, prompt), None)
+        return mask
 
 
 def _keep_components_with_points(mask: np.ndarray, prompt: Prompt) -> np.ndarray:

@@ -47,6 +47,16 @@ class Prompt:
     def n_positive(self) -> int:
         return int((self.labels == 1).sum())
 
+    def shifted(self, dx: float, dy: float, width: int, height: int) -> "Prompt":
+        """The prompt on a width x height crop whose origin is (-dx, -dy) in this prompt's image:
+        points that fall off the crop are dropped, the box is clipped to it."""
+        pts = self.points + np.array([dx, dy])
+        keep = (pts[:, 0] >= 0) & (pts[:, 0] < width) & (pts[:, 1] >= 0) & (pts[:, 1] < height)
+        box = None
+        if self.box is not None:
+            box = np.clip(self.box + np.array([dx, dy, dx, dy]), 0, [width - 1, height - 1] * 2)
+        return Prompt(self.view, pts[keep], self.labels[keep], box)
+
     def scaled(self, s: float) -> "Prompt":
         """The prompt for the image resized by factor s (pixel centres map onto pixel centres)."""
         def f(a):

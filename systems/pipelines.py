@@ -61,6 +61,8 @@ class NTO3DPipeline:
         self.sam_model_type = c.get("sam.model_type", str)
         conf_checkpoint = c.get("sam.checkpoint", str)  # read first: every key is read, override or not
         self.sam_checkpoint = trainer.options.get("sam_checkpoint") or conf_checkpoint
+        self.grabcut_kw = dict(crop_margin=c.get("grabcut.crop_margin", float),
+                               workers=c.get("grabcut.workers", int))
         lc = c.section("lifting")
         # the segmenter's error profile sets how far to trust its masks (confs/synthetic.conf explains)
         sc = lc.section(f"per_segmenter.{self.segmenter_kind}")
@@ -111,7 +113,7 @@ class NTO3DPipeline:
         if self._segmenter is None:
             from sam_utils.segmenter import build_segmenter
 
-            kw = {}
+            kw = dict(self.grabcut_kw)
             if self.segmenter_kind == "sam":
                 kw = dict(sam_model_type=self.sam_model_type, sam_checkpoint=self.sam_checkpoint,
                           device=str(tr.device), cache_dir=tr.dataset.data_dir / "sam_feat")

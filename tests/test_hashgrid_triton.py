@@ -102,16 +102,18 @@ def test_interp_matches_torch_small_config():
 @interp
 @pytest.mark.parametrize("cfg", [TritonConfig(block=512, levels_per_program=1),
                                  TritonConfig(block=256, levels_per_program=4),
-                                 TritonConfig(block=512, pair_loads=False)],
-                         ids=["level-axis", "groups-of-4", "generic-tiles"])
+                                 TritonConfig(block=512, pair_loads=False),
+                                 TritonConfig(block=512, merge_x=False)],
+                         ids=["level-axis", "groups-of-4", "generic-tiles", "corner-by-corner"])
 def test_interp_launch_shapes_agree(cfg):
     """Level loop inside the kernel vs level groups on a grid axis (partial last block and group),
-    and the F == 2 pair path vs the generic (B, F) tiles."""
+    the F == 2 pair path vs the generic (B, F) tiles, x-neighbour chunks vs one load per corner
+    (the merged path sums the corners in another order: equal up to rounding)."""
     grid = make_grid(SMALL)
     x = points(300)
     (_, _, _), (o_a, gp_a, gx_a) = run_both(grid, x, cfg=ONE_PROGRAM)
     (_, _, _), (o_b, gp_b, gx_b) = run_both(grid, x, cfg=cfg)
-    assert torch.equal(o_a, o_b)
+    assert max_err(o_a, o_b) <= 1e-6
     assert max_err(gp_a, gp_b) <= 1e-5 and max_err(gx_a, gx_b) <= 1e-4
 
 
@@ -127,11 +129,13 @@ def test_interp_other_feature_counts(f):
 
 
 @interp
+@pytest.mark.parametrize("merge_x", [False, True], ids=["by-corner", "x-chunks"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_interp_half_table_reads(dtype):
+def test_interp_half_table_reads(dtype, merge_x):
     grid = make_grid(SMALL)
     x = points(200)
-    (o_t, gp_t, _), (o_k, gp_k, _) = run_both(grid, x, param_dtype=dtype, cfg=ONE_PROGRAM, need_x=False)
+    cfg = TritonConfig(block=512, merge_x=merge_x)   # x-chunks: one 8-byte load per x-neighbour pair
+    (o_t, gp_t, _), (o_k, gp_k, _) = run_both(grid, x, param_dtype=dtype, cfg=cfg, need_x=False)
     assert max_err(o_k, o_t) <= value_atol(grid.layout, True)
     assert gp_k.dtype == torch.float32 and max_err(gp_k, gp_t) <= GRAD_ATOL
     full = encode_torch(x, grid.params.detach(), grid.layout)
@@ -181,12 +185,14 @@ def test_interp_empty_batch_and_double_backward_error():
 
 # ----------------------------------------------------------------------------- CUDA suite
 CUDA_POINTS = 2**16
-CUDA_CONFIGS = [TritonConfig(), TritonConfig(levels_per_program=1), TritonConfig(block=256, num_warps=8),
-                TritonConfig(vec_atomics=True), TritonConfig(pair_loads=False)]
+CUDA_CONFIGS = [TritonConfig(), TritonConfig(levels_per_program=1), TritonConfig(block=128, num_warps=4),
+                TritonConfig(vec_atomics=False), TritonConfig(pair_loads=False), TritonConfig(merge_x=False),
+                TritonConfig(merge_x=False, block=128, num_warps=4)]
 
 
 @cuda
-@pytest.mark.parametrize("cfg", CUDA_CONFIGS, ids=["default", "level-axis", "b256w8", "vec-atomics", "generic-tiles"])
+@pytest.mark.parametrize("cfg", CUDA_CONFIGS, ids=["default", "level-axis", "b128w4", "scalar-atomics",
+                                                  "generic-tiles", "corner-by-corner", "corner-by-corner-b128w4"])
 def test_cuda_matches_torch_full_config(cfg):
     if cfg.vec_atomics and torch.cuda.get_device_capability() < (9, 0):
         pytest.skip("red.global.v2.f32 needs sm_90")
@@ -199,11 +205,12 @@ def test_cuda_matches_torch_full_config(cfg):
 
 
 @cuda
+@pytest.mark.parametrize("merge_x", [False, True], ids=["by-corner", "x-chunks"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_cuda_half_table_reads(dtype):
+def test_cuda_half_table_reads(dtype, merge_x):
     grid = make_grid(FULL).cuda()
     x = points(CUDA_POINTS, device="cuda")
-    (o_t, gp_t, gx_t), (o_k, gp_k, gx_k) = run_both(grid, x, param_dtype=dtype)
+    (o_t, gp_t, gx_t), (o_k, gp_k, gx_k) = run_both(grid, x, param_dtype=dtype, cfg=TritonConfig(merge_x=merge_x))
     assert max_err(o_k, o_t) <= value_atol(grid.layout, False)
     assert gp_k.dtype == torch.float32
     assert max_err(gp_k, gp_t) <= GRAD_ATOL * max(1.0, gp_t.abs().max().item())
