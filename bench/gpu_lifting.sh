@@ -7,19 +7,16 @@
 set -uo pipefail
 OUT=${OUT:-exp/bench_out}; mkdir -p "$OUT"
 PY=${PY:-python3}
-FAST=(--override "model.renderer.n_samples = 32" --override "model.renderer.n_importance = 32"
-      --override "model.renderer.up_sample_steps = 2" --override "train.batch_rays = 4096"
-      --override "train.cos_anneal_iters = 1000" --override "nto3d.warmup_iters = 1500"
-      --override "nto3d.round_iters = 300" --override "nto3d.target.iters = 3000")
+source "$(dirname "$0")/lifting_settings.sh"
 WHAT=(); while [ $# -gt 0 ] && [ "$1" != "--" ]; do WHAT+=("$1"); shift; done; [ $# -gt 0 ] && shift
 DATA=(); [ -d gpu_data ] && DATA=(--data_root gpu_data)   # scenes pre-generated here save ~36 s each
 for what in "${WHAT[@]}"; do
   if [ "$what" = scan65 ]; then
-    $PY bench/run.py --scene gpu_data/dtu_scan65 --conf confs/dtu.conf "${FAST[@]}" \
+    $PY bench/run.py --scene gpu_data/dtu_scan65 --conf confs/dtu.conf "${LIFT_SETTINGS[@]}" \
       --override 'nto3d.segmenter = grabcut' --override 'nto3d.gt_mask_dir = mask' \
       ${EXTRA:+--compare "$EXTRA"} "$@" --json "$OUT/$what.json" > "$OUT/$what.log" 2>&1
   else
-    $PY bench/run.py --preset "$what" --views 49 --width 800 --height 600 "${DATA[@]}" "${FAST[@]}" \
+    $PY bench/run.py --preset "$what" --views 49 --width 800 --height 600 "${DATA[@]}" "${LIFT_SETTINGS[@]}" \
       ${EXTRA:+--compare "$EXTRA"} "$@" --json "$OUT/$what.json" > "$OUT/$what.log" 2>&1
   fi
   echo "== $what (rc $?)"; grep -v "it/s\]\|%|\|^\[" "$OUT/$what.log" | tail -25

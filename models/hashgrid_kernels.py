@@ -97,8 +97,9 @@ def _load_chunk(base_ptr, chunk, ASM: tl.constexpr):
                 "ld.global.v4.f32 {$0, $1, $2, $3}, [$4];", "=f,=f,=f,=f,l",
                 [(base_ptr + chunk * 4).to(tl.int64)], dtype=(tl.float32,) * 4, is_pure=True, pack=1)
         else:
-            a0, a1 = _load_pair(base_ptr, chunk * 2, chunk >= 0)
-            b0, b1 = _load_pair(base_ptr, chunk * 2 + 1, chunk >= 0)
+            every = chunk >= 0                          # (all lanes: chunks of valid entries only)
+            a0, a1 = _load_pair(base_ptr, chunk * 2, every)
+            b0, b1 = _load_pair(base_ptr, chunk * 2 + 1, every)
     else:
         bits = tl.load(base_ptr.to(tl.pointer_type(tl.uint64)) + chunk)
         a0 = (bits & 0xFFFF).to(tl.uint16).to(elem, bitcast=True).to(tl.float32)
@@ -141,8 +142,8 @@ def _red_add_v2(address, a, b):
 
 @triton.jit
 def hashgrid_fwd(x_ptr, table_ptr, meta_ptr, scale_ptr, out_ptr, N, L,
-                  LEVELS: tl.constexpr, F: tl.constexpr, BLOCK: tl.constexpr, PAIR: tl.constexpr,
-                  MERGE: tl.constexpr, ASM: tl.constexpr):
+                 LEVELS: tl.constexpr, F: tl.constexpr, BLOCK: tl.constexpr, PAIR: tl.constexpr,
+                 MERGE: tl.constexpr, ASM: tl.constexpr):
     """out[n, l*F + f] = sum_c w_c(n, l) * table[(first_l + slot_c(n, l)) * F + f]."""
     rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)          # (B,)
     rmask = rows < N
@@ -202,9 +203,9 @@ def _fwd_level(x0, x1, x2, table_ptr, meta_ptr, scale_ptr, out_ptr, row_start, l
 
 @triton.jit
 def hashgrid_bwd(x_ptr, table_ptr, meta_ptr, scale_ptr, gout_ptr, gtable_ptr, gx_ptr,
-                  N, L, LEVELS: tl.constexpr,
-                  F: tl.constexpr, BLOCK: tl.constexpr, PAIR: tl.constexpr, NEED_PARAMS: tl.constexpr,
-                  NEED_X: tl.constexpr, VEC_ATOMICS: tl.constexpr, MERGE: tl.constexpr):
+                 N, L, LEVELS: tl.constexpr,
+                 F: tl.constexpr, BLOCK: tl.constexpr, PAIR: tl.constexpr, NEED_PARAMS: tl.constexpr,
+                 NEED_X: tl.constexpr, VEC_ATOMICS: tl.constexpr, MERGE: tl.constexpr):
     """gtable[slot] += g * w for every corner (fp32 atomics); gx[group, n, :] = this group's dL/dx."""
     rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     rmask = rows < N

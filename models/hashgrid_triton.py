@@ -63,10 +63,9 @@ def _use_pairs(cfg: TritonConfig, f: int, *tensors) -> bool:
     return cfg.pair_loads and f == 2 and all(t.data_ptr() % 8 == 0 for t in tensors)
 
 
-def _merge_x(cfg: TritonConfig, pair: bool, table: torch.Tensor, *tensors) -> bool:
+def _merge_x(cfg: TritonConfig, pair: bool, *tensors) -> bool:
     """x-neighbour chunks: 16-byte (fp32) / 8-byte (fp16/bf16) loads of 2 entries need that alignment."""
-    return pair and cfg.merge_x and all(t.data_ptr() % (2 * 2 * t.element_size()) == 0
-                                        for t in (table, *tensors))
+    return pair and cfg.merge_x and all(t.data_ptr() % (2 * 2 * t.element_size()) == 0 for t in tensors)
 
 
 def _has_vector_red(device: torch.device) -> bool:

@@ -20,11 +20,26 @@ from .prompts import Prompt
 ATTACH_STEPS = 2   # depth pixels an edge band may extend a kept piece (its side of the silhouette)
 
 
-def _continuous(a: np.ndarray, b: np.ndarray, rel_tol: float) -> np.ndarray:
-    """Neighbouring depths a, b (same shape) lie on one surface: no jump above rel_tol of the nearer
-    (two empty pixels, inf and inf, count as continuous; a surface next to empty space does not)."""
-    with np.errstate(invalid="ignore"):
-        return (np.abs(a - b) <= rel_tol * np.minimum(a, b)) | (np.isinf(a) & np.isinf(b))
+def _continuity(depth: np.ndarray, valid: np.ndarray, rel_tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """(vertical (h-1,w), horizontal (h,w-1)) bool: neighbouring pixels lie on one surface, i.e. their
+    depths differ by at most rel_tol of the nearer. Pixels without a surface count as infinitely far:
+    two of them are continuous, a surface next to one is not. The relation is symmetric."""
+    d = np.where(valid, depth, np.inf).astype(np.float64)
+
+    def cont(a, b):
+        with np.errstate(invalid="ignore"):
+            return (np.abs(a - b) <= rel_tol * np.minimum(a, b)) | (np.isinf(a) & np.isinf(b))
+    return cont(d[1:], d[:-1]), cont(d[:, 1:], d[:, :-1])
+
+
+def _touching(m: np.ndarray, vert: np.ndarray, horiz: np.ndarray) -> np.ndarray:
+    """Pixels with a 4-neighbour in m across a link that is True in vert / horiz (_continuity's shapes)."""
+    out = np.zeros_like(m)
+    out[1:] |= m[:-1] & vert
+    out[:-1] |= m[1:] & vert
+    out[:, 1:] |= m[:, :-1] & horiz
+    out[:, :-1] |= m[:, 1:] & horiz
+    return out
 
 
 def depth_edges(depth: np.ndarray, valid: np.ndarray, rel_tol: float) -> np.ndarray:
@@ -33,13 +48,12 @@ def depth_edges(depth: np.ndarray, valid: np.ndarray, rel_tol: float) -> np.ndar
     depth (h,w) distance from the camera; valid (h,w) bool where a surface was rendered (elsewhere the
     depth counts as infinitely far, so the silhouette against empty space is an edge too).
     """
-    d = np.where(valid, depth, np.inf).astype(np.float64)
-    edges = np.zeros(d.shape, bool)
-    edges[1:] |= ~_continuous(d[1:], d[:-1], rel_tol)
-    edges[:-1] |= ~_continuous(d[:-1], d[1:], rel_tol)
-    edges[:, 1:] |= ~_continuous(d[:, 1:], d[:, :-1], rel_tol)
-    edges[:, :-1] |= ~_continuous(d[:, :-1], d[:, 1:], rel_tol)
-    return edges
+    return _edges(*_continuity(depth, valid, rel_tol))
+
+
+def _edges(vert: np.ndarray, horiz: np.ndarray) -> np.ndarray:
+    """depth_edges from _continuity's links: pixels with a discontinuous link to a 4-neighbour."""
+    return _touching(np.ones((horiz.shape[0], vert.shape[1]), bool), ~vert, ~horiz)
 
 
 def split_at_depth_edges(mask: np.ndarray, depth: np.ndarray, valid: np.ndarray, prompt: Prompt | None,
@@ -58,9 +72,8 @@ def split_at_depth_edges(mask: np.ndarray, depth: np.ndarray, valid: np.ndarray,
     small = (lambda m: m) if (h, w) == (H, W) else \
         (lambda m: cv2.resize(m.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA) >= 0.5)
     m = small(mask)
-    d = np.where(valid, depth, np.inf).astype(np.float64)
-    edges = depth_edges(depth, valid, rel_tol)
-    n, lab = cv2.connectedComponents((m & ~edges).astype(np.uint8), connectivity=4)
+    vert, horiz = _continuity(depth, valid, rel_tol)
+    n, lab = cv2.connectedComponents((m & ~_edges(vert, horiz)).astype(np.uint8), connectivity=4)
     if n <= 2:
         return mask                                   # one piece (or none): nothing to cut
     size = np.bincount(lab.ravel(), minlength=n)
@@ -75,12 +88,7 @@ def split_at_depth_edges(mask: np.ndarray, depth: np.ndarray, valid: np.ndarray,
     kept = keep[lab]
     loose = m & (lab == 0)                            # the mask's edge pixels, not yet assigned
     for _ in range(attach_steps):
-        grow = np.zeros_like(kept)
-        grow[1:] |= kept[:-1] & _continuous(d[1:], d[:-1], rel_tol)
-        grow[:-1] |= kept[1:] & _continuous(d[:-1], d[1:], rel_tol)
-        grow[:, 1:] |= kept[:, :-1] & _continuous(d[:, 1:], d[:, :-1], rel_tol)
-        grow[:, :-1] |= kept[:, 1:] & _continuous(d[:, :-1], d[:, 1:], rel_tol)
-        grow &= loose & ~kept
+        grow = _touching(kept, vert, horiz) & loose & ~kept
         if not grow.any():
             break
         kept |= grow

@@ -40,19 +40,13 @@ class GrabCutSegmenter(Segmenter):
         self.keep_prompted_components = keep_prompted_components
         self.seed = seed
 
-    def predict_views(self, views: list[int], images: list[np.ndarray], prompts: list[Prompt],
-                      cascade: bool = False) -> list[SegResult]:
+    def _map_views(self, run, views, images, prompts) -> list[SegResult]:
         """Views in parallel threads (OpenCV releases the GIL in grabCut; its RNG is per thread and
         seeded per call, so the result does not depend on the number of workers)."""
         if self.workers == 1 or len(views) < 2:
-            return super().predict_views(views, images, prompts, cascade)
-        if not (len(views) == len(images) == len(prompts)):
-            return super().predict_views(views, images, prompts, cascade)   # raises the named error
-        run = self.predict_cascade if cascade else self.predict
+            return super()._map_views(run, views, images, prompts)
         with ThreadPoolExecutor(min(self.workers, len(views))) as pool:
             return list(pool.map(run, views, images, prompts))
-        self.keep_prompted_components = keep_prompted_components
-        self.seed = seed
 
     def _rect(self, prompt: Prompt, prob: np.ndarray | None, H: int, W: int) -> np.ndarray:
         """x0,y0,x1,y1 (inclusive pixel bounds) of the region that may hold the object."""

@@ -47,6 +47,10 @@ class Segmenter(abc.ABC):
             raise SegmenterError(f"predict_views: {len(views)} views, {len(images)} images and "
                                  f"{len(prompts)} prompts; give one image and one prompt per view")
         run = self.predict_cascade if cascade else self.predict
+        return self._map_views(run, views, images, prompts)
+
+    def _map_views(self, run, views, images, prompts) -> list[SegResult]:
+        """run(view, image, prompt) for every view, in order (backends may run them in parallel)."""
         return [run(v, im, p) for v, im, p in zip(views, images, prompts)]
 
 

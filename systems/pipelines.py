@@ -113,10 +113,11 @@ class NTO3DPipeline:
         if self._segmenter is None:
             from sam_utils.segmenter import build_segmenter
 
-            kw = dict(self.grabcut_kw)
             if self.segmenter_kind == "sam":
                 kw = dict(sam_model_type=self.sam_model_type, sam_checkpoint=self.sam_checkpoint,
                           device=str(tr.device), cache_dir=tr.dataset.data_dir / "sam_feat")
+            else:
+                kw = dict(self.grabcut_kw)
             self._segmenter = build_segmenter(self.segmenter_kind, **kw)
             print(f"[nto3d] segmenter: {self._segmenter.name}")
         return self._segmenter
