@@ -4,8 +4,8 @@
 # one call compares them; then a table.
 # Usage: bash bench/gpu_dtu_size.sh            (4 GPUs: GPUS="0 1 2 3")
 #        GPUS=0 RUNS=fast_s0 bash bench/gpu_dtu_size.sh     (one GPU: the kernels first, then one run)
-#   fast  = the issue-3 settings + GrabCut in 16 threads + lifting-round projections at 1/8 resolution
-#   base  = the issue-3 settings as measured at 800x600 (bench/lifting_settings.sh), GrabCut in one thread,
+#   fast  = confs/bench_fast.conf: the issue-3 settings + GrabCut in 16 threads + round projections at 1/8
+#   base  = the issue-3 settings as measured at 800x600 (confs/bench_lift.conf), GrabCut in one thread,
 #           round projections at 1/4
 #   while the scene is generated, the last GPU runs the hash-grid kernels' CUDA tests and the
 #   bench/hashgrid.py table; STEP=1 also times one training step of the default conf on the PyTorch hash
@@ -19,8 +19,6 @@ read -r -a G <<< "${GPUS:-0 1 2 3}"
 T0=$(date +%s)
 CASE=occluded_49v_1600x1200_s0
 SCENE=(--preset occluded --views 49 --width 1600 --height 1200)
-source "$(dirname "$0")/lifting_settings.sh"
-FAST=("${LIFT_SETTINGS[@]}" --override "nto3d.grabcut.workers = 16" --override "nto3d.lifting.render_level = 8")
 LAST=${G[${#G[@]}-1]}
 
 (CUDA_VISIBLE_DEVICES=$LAST timeout 200 $PY -m pytest -q -p no:cacheprovider tests/test_hashgrid_triton.py -k cuda \
@@ -46,8 +44,8 @@ read -r -a TAGS <<< "${RUNS:-fast_s0 base_s0 fast_s1 base_s1}"
 for i in "${!TAGS[@]}"; do
   tag=${TAGS[$i]}; gpu=${G[$(( i % ${#G[@]} ))]}; seed=${tag##*_s}
   case $tag in
-    fast_s*) run "$gpu" "$tag" "${FAST[@]}" --override "general.seed = $seed" & ;;
-    base_s*) run "$gpu" "$tag" "${LIFT_SETTINGS[@]}" --override "nto3d.grabcut.workers = 1" --override "general.seed = $seed" & ;;
+    fast_s*) run "$gpu" "$tag" --conf confs/bench_fast.conf --override "general.seed = $seed" & ;;
+    base_s*) run "$gpu" "$tag" --conf confs/bench_lift.conf --override "nto3d.grabcut.workers = 1" --override "general.seed = $seed" & ;;
     step) run "$gpu" step --full_scene --override "train.max_iters = 600" --override "model.hash_grid.backend = torch" \
             --compare "model.hash_grid.backend = triton" --compare "model.renderer.n_samples = 32" \
             --compare "model.renderer.n_importance = 32" --compare "model.renderer.up_sample_steps = 2" & ;;

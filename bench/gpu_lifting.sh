@@ -7,16 +7,14 @@
 set -uo pipefail
 OUT=${OUT:-exp/bench_out}; mkdir -p "$OUT"
 PY=${PY:-python3}
-source "$(dirname "$0")/lifting_settings.sh"
 WHAT=(); while [ $# -gt 0 ] && [ "$1" != "--" ]; do WHAT+=("$1"); shift; done; [ $# -gt 0 ] && shift
 DATA=(); [ -d gpu_data ] && DATA=(--data_root gpu_data)   # scenes pre-generated here save ~36 s each
 for what in "${WHAT[@]}"; do
   if [ "$what" = scan65 ]; then
-    $PY bench/run.py --scene gpu_data/dtu_scan65 --conf confs/dtu.conf "${LIFT_SETTINGS[@]}" \
-      --override 'nto3d.segmenter = grabcut' --override 'nto3d.gt_mask_dir = mask' \
+    $PY bench/run.py --scene gpu_data/dtu_scan65 --conf confs/dtu_lift.conf \
       ${EXTRA:+--compare "$EXTRA"} "$@" --json "$OUT/$what.json" > "$OUT/$what.log" 2>&1
   else
-    $PY bench/run.py --preset "$what" --views 49 --width 800 --height 600 "${DATA[@]}" "${LIFT_SETTINGS[@]}" \
+    $PY bench/run.py --preset "$what" --views 49 --width 800 --height 600 "${DATA[@]}" --conf confs/bench_lift.conf \
       ${EXTRA:+--compare "$EXTRA"} "$@" --json "$OUT/$what.json" > "$OUT/$what.log" 2>&1
   fi
   echo "== $what (rc $?)"; grep -v "it/s\]\|%|\|^\[" "$OUT/$what.log" | tail -25

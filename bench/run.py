@@ -29,8 +29,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from datasets.synthetic import make_scene  # noqa: E402
+from evaluation.segmentation import segmenter_alone_ious  # noqa: E402
 from systems.config import Conf  # noqa: E402
-from systems.trainer import Trainer  # noqa: E402
+from systems.runner import build_run  # noqa: E402
 
 
 def run_once(args, case: str, extra: list[str], tag: str, resume_from: Path | None = None) -> dict:
@@ -50,36 +51,35 @@ def run_once(args, case: str, extra: list[str], tag: str, resume_from: Path | No
         (exp_dir / "checkpoints").mkdir(parents=True)
         shutil.copy2(resume_from, exp_dir / "checkpoints" / resume_from.name)
     t0 = time.time()
-    tr = Trainer(conf, device, is_continue=resume_from is not None)
-    if args.time_budget > 0:
-        tr.deadline = time.time() + args.time_budget
+    run = build_run(conf, device, is_continue=resume_from is not None)
+    tr, p = run.trainer, run.pipeline
     t_load = time.time() - t0
     it0 = tr.iteration  # > 0 when resumed
     t1 = time.time()
-    tr.train()
+    tr.fit()
     if device.type == "cuda":
         torch.cuda.synchronize()
     t_train = time.time() - t1
     t2 = time.time()
-    mesh = tr.validate_mesh()
+    mesh = p.write_mesh(tr.iteration)
     t_mesh = time.time() - t2
     n_it = tr.iteration - it0
     result = {"tag": tag, "iterations": n_it, "load_s": t_load, "train_s": t_train, "mesh_s": t_mesh,
               "total_s": time.time() - t0, "it_per_s": n_it / max(t_train, 1e-9),
-              "rays_per_s": n_it * tr.batch_rays / max(t_train, 1e-9),
+              "rays_per_s": n_it * tr.s.batch_rays / max(t_train, 1e-9),
               "peak_gpu_gb": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else 0.0,
-              "backend": tr.model.sdf.encoding.backend, "exp_dir": str(exp_dir)}
-    if getattr(tr.pipeline, "phase", None) == "done":
-        result["target_start"] = tr.pipeline.phase_start
+              "backend": p.model.sdf.encoding.backend, "exp_dir": str(exp_dir)}
+    if getattr(p, "phase", None) == "done":
+        result["target_start"] = p.phase_start
     ev = mesh.with_suffix(".json")
     if ev.is_file():
         result["chamfer"] = json.loads(ev.read_text())
     timings = tr.exp_dir / "timings.json"
     if timings.is_file():
         result["stages"] = json.loads(timings.read_text())
-    store = getattr(tr.pipeline, "store", None)
-    if tr.features is not None and tr.features.encode_seconds:
-        result["feature_encode_s"] = tr.features.encode_seconds
+    store = getattr(p, "store", None)
+    if run.features is not None and run.features.encode_seconds:
+        result["feature_encode_s"] = run.features.encode_seconds
     if store is not None and store.history:
         rounds = [h for h in store.history if "views" in h]
         final = next((h for h in store.history if h.get("final")), rounds[-1] if rounds else {})
@@ -88,22 +88,16 @@ def run_once(args, case: str, extra: list[str], tag: str, resume_from: Path | No
         result["iou_mean"], result["iou_worst"] = final.get("iou_gt_mean"), final.get("iou_gt_worst")
         result["rounds_iou"] = [(h["round"], h.get("iou_gt_mean"), h.get("iou_gt_worst"), h["n_accepted"],
                                  h["n_candidates"], h["mean_change"]) for h in rounds]
-        result["alone"] = segmenter_alone(tr) if resume_from is None else None  # the base run has it
+        result["alone"] = segmenter_alone(p) if resume_from is None else None  # the base run has it
     return result
 
 
-def segmenter_alone(tr) -> list[float] | None:
+def segmenter_alone(p) -> list[float] | None:
     """The run's segmenter on every view, prompted from its ground-truth mask (no lifting)."""
-    from evaluation.segmentation import segmenter_alone_ious
-    from systems.projection import load_gt_masks
-
-    p = tr.pipeline
-    gt = load_gt_masks(tr.dataset, p.gt_mask_dir)
-    if gt is None:
+    if p.gt is None:
         return None
-    images = [im for im in tr.dataset.images.cpu().numpy()]
-    s = p.settings
-    return segmenter_alone_ious(p.segmenter(tr), images, gt, s.n_positive, s.n_negative, s.cascade)
+    s = p.n.lifting
+    return segmenter_alone_ious(p.segmenter(), p.images, p.gt, s.n_positive, s.n_negative, s.cascade)
 
 
 def print_medians(results: list[dict]) -> None:
@@ -150,7 +144,6 @@ def main(argv=None) -> int:
     ap.add_argument("--full_scene", action="store_true", help="switch NTO3D off (full-scene NeuS)")
     ap.add_argument("--data_root", default="data")
     ap.add_argument("--exp_root", default="exp/bench")
-    ap.add_argument("--time_budget", type=float, default=0.0, help="stop training after this many seconds")
     ap.add_argument("--json", default=None, help="write the results here")
     ap.add_argument("--repeat", type=int, default=1,
                     help="run each configuration with general.seed = 0..K-1 and print medians (the lifting's "

@@ -13,6 +13,10 @@ import torch
 CKPT_PATTERN = re.compile(r"ckpt_(\d+)\.pth$")
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used (older layout, corrupt, foreign); the message names the file."""
+
+
 def atomic_torch_save(obj, path: Path) -> None:
     """Write to a temp file in the same folder, fsync, then rename: a crash never leaves half a file."""
     path = Path(path)

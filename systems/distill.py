@@ -23,9 +23,11 @@ Design
   the information) or per-channel mean squared error ("l2").
 - The loss (and the head's rendering) is active only in the stages of `stages` and from iteration
   `start_iter` on: render_heads() returns () otherwise, so an inactive head costs nothing.
-- The source is built lazily on the first active step from trainer.dataset.images (SAM encoder of
+- The source is built lazily on the first active step from the dataset's images (SAM encoder of
   the `sam` subsection, embedding cache in the scene folder); tests inject one:
-  `trainer.features.source = TensorFeatureSource(...)`.
+  `distiller.source = TensorFeatureSource(...)`.
+- It is a pipeline Hook (systems/pipeline.py): it adds its head to the rendered heads and its loss
+  to the stage's terms; the runner adds it to the model as a sub-module (optimised, checkpointed).
 """
 from __future__ import annotations
 
@@ -36,7 +38,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from datasets.dtu import DTUDataset
+from sam_utils.embedding_cache import EmbeddingCache
 from sam_utils.features import FeatureSource, SamEmbeddingSource, encoder_model_id, load_encoder
+from systems.pipeline import Hook
+from systems.settings import FeatureSettings
 
 HEAD = "sam_feature"
 STAGE_NAMES = ("scene", "lift", "target")
@@ -49,32 +55,28 @@ PCA_PERCENTILES = (1.0, 99.0)  # robust colour range of each component
 PCA_COMPONENTS = 3
 
 
-def build_feature_distiller(conf, trainer) -> "FeatureDistiller | None":
-    """FeatureDistiller from conf section `features`, or None (no section, or enabled = false)."""
-    if not conf.has("features"):
+def build_feature_distiller(s: FeatureSettings, dataset: DTUDataset, sam_checkpoint: str | None = None,
+                            where: str = "features") -> "FeatureDistiller | None":
+    """FeatureDistiller from the `features` settings, or None when enabled = false.
+    sam_checkpoint (the command line's --sam_checkpoint) overrides features.sam.checkpoint."""
+    if not s.enabled:
         return None
-    c = conf.section("features")
-    if not c.get("enabled", bool):
-        c.mark_read()
-        return None
-    s = c.section("sam")
-    checkpoint = s.get("checkpoint", str)  # read first: the command line's --sam_checkpoint overrides it
-    sam = dict(model_type=s.get("model_type", str), checkpoint=trainer.options.get("sam_checkpoint") or checkpoint,
-               cache_dir=s.get("cache_dir", str), encode_batch_size=s.get("encode_batch_size", int))
-    return FeatureDistiller(
-        rank=c.get("rank", int), channels=c.get("channels", int), weight=c.get("weight", float),
-        loss=c.get("loss", str), stages=c.get("stages", list), start_iter=c.get("start_iter", int),
-        holdout_views=c.get("holdout_views", list), opacity_weighted=c.get("opacity_weighted", bool),
-        n_views=trainer.dataset.n_images, sam=sam, where=f"{conf.source} [features]")
+    sam = dict(model_type=s.sam.model_type, checkpoint=sam_checkpoint or s.sam.checkpoint,
+               cache_dir=s.sam.cache_dir, encode_batch_size=s.sam.encode_batch_size)
+    return FeatureDistiller(rank=s.rank, channels=s.channels, weight=s.weight, loss=s.loss, stages=s.stages,
+                            start_iter=s.start_iter, holdout_views=s.holdout_views,
+                            opacity_weighted=s.opacity_weighted, dataset=dataset, sam=sam, where=where)
 
 
-class FeatureDistiller(nn.Module):
+class FeatureDistiller(nn.Module, Hook):
     """Low-rank feature head + linear decoder + loss against a FeatureSource. Parameters: the decoder
     (the head's MLP lives in the SDF network, created from `.heads`)."""
 
     def __init__(self, rank: int, channels: int, weight: float, loss: str, stages: list, start_iter: int,
-                 holdout_views: list, opacity_weighted: bool, n_views: int, sam: dict, where: str = "features"):
+                 holdout_views: list, opacity_weighted: bool, dataset: DTUDataset, sam: dict,
+                 where: str = "features"):
         super().__init__()
+        n_views = dataset.n_images
         if rank < 1 or channels < 1:
             raise ValueError(f"{where}: rank ({rank}) and channels ({channels}) must be >= 1")
         if loss not in LOSSES:
@@ -89,6 +91,7 @@ class FeatureDistiller(nn.Module):
         self.stages, self.start_iter = tuple(stages), start_iter
         self.opacity_weighted = opacity_weighted
         self.sam = sam
+        self.dataset = dataset
         self.heads = {HEAD: (rank, "none")}
         self.decoder = nn.Linear(rank, channels, bias=False)
         supervised = torch.ones(n_views, dtype=torch.bool)
@@ -110,24 +113,22 @@ class FeatureDistiller(nn.Module):
                              f"{self.channels}: set features.channels to the source's channel count")
         self._source = src
 
-    def ensure_source(self, trainer) -> FeatureSource:
-        """The source; on first use, SAM embeddings of all views of trainer.dataset from the embedding
+    def ensure_source(self) -> FeatureSource:
+        """The source; on first use, SAM embeddings of all views of the dataset from the embedding
         cache (shared with the segmenter), the encoder loaded only for views it lacks (each once)."""
         if self._source is None:
-            from sam_utils.embedding_cache import EmbeddingCache
-
             t0 = time.time()
-            ds, s = trainer.dataset, self.sam
+            ds, s = self.dataset, self.sam
             root = ds.data_dir / s["cache_dir"] if s["cache_dir"] else None
             self.cache = EmbeddingCache(root, s["model_type"], encoder_model_id(s["model_type"], s["checkpoint"]))
             images = list(ds.images.cpu().numpy())                                   # N x (H,W,3) uint8
             missing = sum(self.cache.get(v, im) is None for v, im in enumerate(images))
-            model = load_encoder(s["model_type"], s["checkpoint"], trainer.device) if missing else None
-            self.source = SamEmbeddingSource.encode(images, model, self.cache, trainer.device,
+            model = load_encoder(s["model_type"], s["checkpoint"], ds.device) if missing else None
+            self.source = SamEmbeddingSource.encode(images, model, self.cache, ds.device,
                                                     s["encode_batch_size"], progress=True)
             self.cache.memory.clear()      # the embeddings now live in the source (on the device)
             del model
-            if trainer.device.type == "cuda":
+            if ds.device.type == "cuda":
                 torch.cuda.empty_cache()
             self.encode_seconds = time.time() - t0
             print(f"[features] {ds.n_images} views of SAM {s['model_type']} embeddings: "
@@ -135,23 +136,23 @@ class FeatureDistiller(nn.Module):
         return self._source
 
     # ------------------------------------------------------------------ training
-    def active(self, trainer, stage) -> bool:
-        return stage.name in self.stages and trainer.iteration >= self.start_iter
+    def active(self, iteration: int, stage) -> bool:
+        return stage.name in self.stages and iteration >= self.start_iter
 
-    def render_heads(self, trainer, stage) -> tuple[str, ...]:
+    def render_heads(self, iteration: int, stage) -> tuple[str, ...]:
         """(HEAD,) when the loss is on for this stage and iteration, else () (no rendering cost)."""
-        return (HEAD,) if self.active(trainer, stage) else ()
+        return (HEAD,) if self.active(iteration, stage) else ()
 
     def decode(self, rendered: torch.Tensor) -> torch.Tensor:
         """Rendered low-rank features (..., rank) -> source channels (..., C)."""
         return self.decoder(rendered)
 
-    def losses(self, trainer, stage, out: dict, batch: dict) -> dict[str, tuple[float, torch.Tensor]]:
+    def losses(self, iteration: int, stage, out: dict, batch: dict) -> dict[str, tuple[float, torch.Tensor]]:
         """{"feature": (weight, loss)} over the batch's rays when active (out has HEAD), else {}."""
         if HEAD not in out:
             return {}
-        source = self.ensure_source(trainer)
-        ds = trainer.dataset
+        source = self.ensure_source()
+        ds = self.dataset
         target = source.sample(batch["view"], batch["pixel"], (ds.H, ds.W))             # (B, C)
         pred = self.decode(out[HEAD])                                                     # (B, C)
         if self.loss_kind == "cosine":
@@ -165,6 +166,13 @@ class FeatureDistiller(nn.Module):
         return {"feature": (self.weight, loss)}
 
     # ------------------------------------------------------------------ validation
+    def validation_heads(self) -> tuple[str, ...]:
+        return (HEAD,)
+
+    def validation_panels(self, rendered: dict) -> list:
+        pca = self.pca_image(rendered)
+        return [] if pca is None else [pca]
+
     @torch.no_grad()
     def decoded_image(self, rendered: dict) -> np.ndarray:
         """render_view output (HEAD (h,w,rank)) -> decoded features (h,w,C) float32."""

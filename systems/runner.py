@@ -1,12 +1,35 @@
-"""Turn parsed command-line arguments into a Trainer run (train / validate_mesh / validate_image)."""
+"""Build a run from a conf (data, model, optimiser, pipeline, trainer) and carry out a command-line mode."""
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 
+from sam_utils.prompts import Prompt, parse_cli_prompt
+from systems.builders import build_dataset, build_model, build_optimizer
 from systems.config import Conf
+from systems.distill import build_feature_distiller
+from systems.nto3d import NTO3DPipeline
+from systems.pipeline import CosAnneal, Pipeline, ScenePipeline
+from systems.settings import load_settings
+from systems.stages import RaySampler
 from systems.trainer import Trainer
+
+
+@dataclass
+class Run:
+    """One experiment, built: the trainer optimises the pipeline, which owns data and model."""
+
+    trainer: Trainer
+    pipeline: Pipeline
+    features: object | None      # the FeatureDistiller hook, or None
+
+    @property
+    def exp_dir(self) -> Path:
+        return self.trainer.exp_dir
 
 
 def resolve_device(gpu: int) -> torch.device:
@@ -19,24 +42,51 @@ def resolve_device(gpu: int) -> torch.device:
     return torch.device("cpu")
 
 
+def build_run(conf: Conf, device: torch.device, is_continue: bool = False, prompt: Prompt | None = None,
+              sam_checkpoint: str | None = None) -> Run:
+    """Everything a run needs, in the order that fixes the networks' initialisation for a seed."""
+    s = load_settings(conf)
+    torch.manual_seed(s.general.seed)
+    np.random.seed(s.general.seed)
+    dataset = build_dataset(s.dataset, device)
+    if s.train.mask_weight > 0 and dataset.masks is None:
+        raise ValueError(f"train.mask_weight > 0 in {conf.source} but {dataset.data_dir}/mask/ is "
+                         "missing or dataset.load_masks is false: add masks or set mask_weight = 0")
+    features = build_feature_distiller(s.features, dataset, sam_checkpoint, where=f"{conf.source} [features]")
+    pipeline_cls = NTO3DPipeline if s.nto3d.enabled else ScenePipeline
+    heads = {**pipeline_cls.heads, **(features.heads if features is not None else {})}
+    model = build_model(s.model, heads).to(device)
+    if features is not None:
+        model.add_module("features", features.to(device))  # optimised and checkpointed with the model
+    optimizer = build_optimizer(s.train, model)
+    generator = torch.Generator(device=device).manual_seed(s.general.seed)
+    sampler = RaySampler(dataset, s.train.batch_rays, generator)
+    hooks = [CosAnneal(s.train.cos_anneal_iters)] + ([features] if features is not None else [])
+    exp_dir = Path(s.general.base_exp_dir)
+    extra = dict(prompt=prompt, sam_checkpoint=sam_checkpoint) if s.nto3d.enabled else {}
+    pipeline = pipeline_cls(s, dataset, model, sampler, hooks, exp_dir, **extra)
+    trainer = Trainer(pipeline, optimizer, s.train, exp_dir, generator, conf.to_text())
+    if is_continue:
+        trainer.resume()
+    return Run(trainer, pipeline, features)
+
+
 def run(args: argparse.Namespace) -> int:
     conf = Conf.from_file(args.conf, case=args.case, overrides="\n".join(args.override))
     device = resolve_device(args.gpu)
-    is_continue = args.is_continue or args.mode != "train"
-    options = {"sam_checkpoint": args.sam_checkpoint}
+    prompt = None
     if args.prompt_points or args.prompt_box or args.prompt_negative:
-        from sam_utils.prompts import parse_cli_prompt
-
-        options["prompt"] = parse_cli_prompt(args.prompt_view, args.prompt_points, args.prompt_box,
-                                             negative=args.prompt_negative)
-    trainer = Trainer(conf, device, is_continue=is_continue, options=options)
+        prompt = parse_cli_prompt(args.prompt_view, args.prompt_points, args.prompt_box, negative=args.prompt_negative)
+    r = build_run(conf, device, is_continue=args.is_continue or args.mode != "train", prompt=prompt,
+                  sam_checkpoint=args.sam_checkpoint)
+    tr, p = r.trainer, r.pipeline
     if args.mode == "train":
-        trainer.train()
-        trainer.validate_mesh(args.mcube_resolution, args.mcube_threshold)
-        if trainer.pipeline.phase == "done":
-            trainer.validate_image(view=0)
+        tr.fit()
+        p.write_mesh(tr.iteration, args.mcube_resolution, args.mcube_threshold)
+        if getattr(p, "phase", None) == "done":
+            p.validate_image(tr.iteration, view=0)
     elif args.mode == "validate_mesh":
-        trainer.validate_mesh(args.mcube_resolution, args.mcube_threshold)
+        p.write_mesh(tr.iteration, args.mcube_resolution, args.mcube_threshold)
     else:
-        trainer.validate_image(view=0)
+        p.validate_image(tr.iteration, view=0)
     return 0

@@ -7,6 +7,9 @@
 - TargetStage: the target alone: outside its lifted mask a pixel takes a random background colour
   (per batch), the opacity is supervised by the mask, so the field keeps the target and empties
   the rest (method.md, stage 2).
+
+A stage draws its rays from a RaySampler (the dataset, the batch size and the run's generator) and
+returns its loss terms as {name: (weight, value)}; it never sees the training loop.
 """
 from __future__ import annotations
 
@@ -14,10 +17,40 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from systems.losses import color_l1, mask_bce
+from datasets.dtu import DTUDataset
+from sam_utils.masks import grow_box, mask_box
 
 INSTANCE = "instance"
+OPACITY_CLAMP = 1e-3  # keeps BCE finite for fully transparent / opaque rays
+
+
+def color_l1(rendered: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean L1 colour error per channel over the batch; both (B,3)."""
+    return (rendered - target).abs().sum(-1, keepdim=True).mean() / 3.0
+
+
+def mask_bce(opacity: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """BCE between rendered opacity (or any rendered probability) and a {0,1} mask, both (B,1);
+    weight (B,1): each ray's weight in the mean (None: all equal)."""
+    p = opacity.clamp(OPACITY_CLAMP, 1.0 - OPACITY_CLAMP)
+    loss = F.binary_cross_entropy(p, mask, reduction="none")
+    if weight is None:
+        return loss.mean()
+    return (loss * weight).sum() / weight.sum().clamp(min=1.0)
+
+
+class RaySampler:
+    """Random training rays of one dataset: batch size and the run's generator (checkpointed by the loop)."""
+
+    def __init__(self, dataset: DTUDataset, batch_rays: int, generator: torch.Generator):
+        self.dataset, self.batch_rays, self.generator = dataset, batch_rays, generator
+
+    def sample(self, n: int | None = None, views: torch.Tensor | None = None,
+               boxes: torch.Tensor | None = None) -> dict:
+        return self.dataset.sample_rays(self.batch_rays if n is None else n, generator=self.generator,
+                                        views=views, boxes=boxes)
 
 
 @dataclass
@@ -33,11 +66,11 @@ class SceneStage:
     name = "scene"
     heads: tuple[str, ...] = ()
 
-    def __init__(self, weights: LossWeights, background: torch.Tensor):
-        self.w, self.background = weights, background
+    def __init__(self, sampler: RaySampler, weights: LossWeights, background: torch.Tensor):
+        self.sampler, self.w, self.background = sampler, weights, background
 
-    def batch(self, trainer) -> dict:
-        b = trainer.dataset.sample_rays(trainer.batch_rays, generator=trainer.generator)
+    def batch(self) -> dict:
+        b = self.sampler.sample()
         b["background"] = self.background
         return b
 
@@ -61,11 +94,9 @@ def focus_boxes(masks: np.ndarray, margin: float) -> np.ndarray:
     n, h, w = masks.shape
     out = np.tile(np.array([0, 0, w - 1, h - 1], np.int64), (n, 1))
     for i, m in enumerate(masks):
-        rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
-        if len(rows):
-            gy, gx = margin * (rows[-1] - rows[0] + 1), margin * (cols[-1] - cols[0] + 1)
-            out[i] = [max(0, int(cols[0] - gx)), max(0, int(rows[0] - gy)),
-                      min(w - 1, int(cols[-1] + gx)), min(h - 1, int(rows[-1] + gy))]
+        box = mask_box(m)
+        if box is not None:
+            out[i] = grow_box(box, margin, h, w).astype(np.int64)   # truncation, as int() before
     return out
 
 
@@ -75,33 +106,28 @@ class LiftStage(SceneStage):
     name = "lift"
     heads = (INSTANCE,)
 
-    def __init__(self, weights: LossWeights, background: torch.Tensor, device, focus_margin: float):
-        super().__init__(weights, background)
-        self.device = device
+    def __init__(self, sampler: RaySampler, weights: LossWeights, background: torch.Tensor, focus_margin: float):
+        super().__init__(sampler, weights, background)
+        self.device = sampler.dataset.device
         self.focus_margin = focus_margin             # < 0: accepted views sampled over the whole image
         self.masks: torch.Tensor | None = None       # (N,H,W) bool, on device
-        self.unsure: torch.Tensor | None = None      # (N,H,W) bool: pixels without a vote, or None
         self.accepted_views: torch.Tensor | None = None
         self.boxes: torch.Tensor | None = None       # (N,4) where the accepted half of a batch samples
 
-    def set_masks(self, masks: np.ndarray, accepted: np.ndarray, unsure: np.ndarray | None = None) -> None:
+    def set_masks(self, masks: np.ndarray, accepted: np.ndarray) -> None:
         self.masks = torch.from_numpy(masks).to(self.device)
-        self.unsure = None if unsure is None or not unsure.any() else torch.from_numpy(unsure).to(self.device)
         self.accepted_views = torch.from_numpy(np.flatnonzero(accepted)).to(self.device)
         if self.focus_margin >= 0:
             self.boxes = torch.from_numpy(focus_boxes(masks, self.focus_margin)).to(self.device)
 
-    def batch(self, trainer) -> dict:
-        n = trainer.batch_rays
-        a = trainer.dataset.sample_rays(n - n // 2, generator=trainer.generator)
-        b = trainer.dataset.sample_rays(n // 2, generator=trainer.generator, views=self.accepted_views,
-                                        boxes=self.boxes)
+    def batch(self) -> dict:
+        n = self.sampler.batch_rays
+        a = self.sampler.sample(n - n // 2)
+        b = self.sampler.sample(n // 2, views=self.accepted_views, boxes=self.boxes)
         batch = {k: torch.cat([a[k], b[k]]) for k in a if k in b}
-        accepted = torch.zeros(trainer.dataset.n_images, dtype=torch.bool, device=self.device)
+        accepted = torch.zeros(self.sampler.dataset.n_images, dtype=torch.bool, device=self.device)
         accepted[self.accepted_views] = True
         batch["instance_weight"] = accepted[batch["view"]].float()[:, None]
-        if self.unsure is not None:
-            batch["instance_weight"] = batch["instance_weight"] * (1.0 - lookup_masks(self.unsure, batch))
         batch["instance_target"] = lookup_masks(self.masks, batch)
         batch["background"] = self.background
         return batch
@@ -121,16 +147,16 @@ class TargetStage(SceneStage):
     name = "target"
     heads = (INSTANCE,)
 
-    def __init__(self, weights: LossWeights, masks: np.ndarray, device, random_background: bool,
+    def __init__(self, sampler: RaySampler, weights: LossWeights, masks: np.ndarray, random_background: bool,
                  background: torch.Tensor):
-        super().__init__(weights, background)
-        self.masks = torch.from_numpy(masks).to(device)
+        super().__init__(sampler, weights, background)
+        self.masks = torch.from_numpy(masks).to(sampler.dataset.device)
         self.random_background = random_background
 
-    def batch(self, trainer) -> dict:
-        batch = trainer.dataset.sample_rays(trainer.batch_rays, generator=trainer.generator)
+    def batch(self) -> dict:
+        batch = self.sampler.sample()
         m = lookup_masks(self.masks, batch)
-        bg = (torch.rand(3, device=m.device, generator=trainer.generator) if self.random_background
+        bg = (torch.rand(3, device=m.device, generator=self.sampler.generator) if self.random_background
               else self.background)
         batch["rgb"] = batch["rgb"] * m + bg * (1.0 - m)
         batch["target"] = m

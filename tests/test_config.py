@@ -2,8 +2,10 @@
 import pytest
 import torch
 
+from tests.conftest import ROOT
+
 from systems.config import Conf, ConfigError
-from systems.trainer import Trainer
+from systems.runner import build_run
 
 
 def test_case_name_and_include(tmp_path):
@@ -41,20 +43,48 @@ def test_missing_conf_file(tmp_path):
         Conf.from_file(tmp_path / "nope.conf")
 
 
-@pytest.mark.parametrize("conf_name", ["synthetic.conf", "synthetic_cpu.conf", "tiny.conf", "dtu.conf"])
-def test_shipped_confs_have_exactly_the_keys_the_code_reads(conf_name, tiny_scene):
-    """Every shipped conf builds a Trainer with no unknown and no missing key."""
-    from tests.conftest import ROOT
+SHIPPED = sorted(p.name for p in (ROOT / "confs").glob("*.conf"))
 
+
+@pytest.mark.parametrize("conf_name", SHIPPED)
+def test_shipped_confs_have_exactly_the_keys_the_code_reads(conf_name, tiny_scene):
+    """Every shipped conf builds a run with no unknown and no missing key."""
     conf = Conf.from_file(ROOT / "confs" / conf_name, case="x",
                           overrides=f'dataset.data_dir = "{tiny_scene}"\ndataset.load_masks = true')
-    Trainer(conf, torch.device("cpu"))  # raises ConfigError on any unread or missing key
+    build_run(conf, torch.device("cpu"))  # raises ConfigError on any unread or missing key
 
 
-def test_trainer_rejects_a_typo_in_the_conf(tiny_scene):
-    from tests.conftest import ROOT
-
+@pytest.mark.parametrize("line, key", [("train.batch_ray = 10", "train.batch_ray"),
+                                       ("nto3d.enabled = false\nnto3d.lifting.max_round = 3", "nto3d.lifting.max_round"),
+                                       ("nto3d.lifting.per_segmenter.grabcut.accept_iuo = 0.5",
+                                        "per_segmenter.grabcut.accept_iuo"),
+                                       ("features.rnak = 3", "features.rnak")])
+def test_a_typo_is_an_error_in_every_section_enabled_or_not(tiny_scene, line, key):
     conf = Conf.from_file(ROOT / "confs" / "tiny.conf", case="x",
-                          overrides=f'dataset.data_dir = "{tiny_scene}"\ntrain.batch_ray = 10')
-    with pytest.raises(ConfigError, match="train.batch_ray"):
-        Trainer(conf, torch.device("cpu"))
+                          overrides=f'dataset.data_dir = "{tiny_scene}"\n{line}')
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        build_run(conf, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("line, key", [("train.batch_rays = 0", "train.batch_rays"),
+                                       ("train.max_iters = -5", "train.max_iters"),
+                                       ("train.lr_grid = 1e30", "train.lr_grid"),
+                                       ("nto3d.round_iters = -1", "nto3d.round_iters")])
+def test_nonsense_numbers_are_refused_at_start(tiny_scene, line, key):
+    conf = Conf.from_file(ROOT / "confs" / "tiny.conf", case="x",
+                          overrides=f'dataset.data_dir = "{tiny_scene}"\n{line}')
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        build_run(conf, torch.device("cpu"))
+
+
+def test_settings_have_no_defaults_of_their_own():
+    """Defaults live in the conf only: every settings dataclass field is required."""
+    import dataclasses
+
+    from systems import settings
+
+    classes = [c for c in vars(settings).values() if dataclasses.is_dataclass(c)]
+    assert len(classes) > 10
+    for cls in classes:
+        for f in dataclasses.fields(cls):
+            assert f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING, (cls, f.name)

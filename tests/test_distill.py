@@ -18,11 +18,10 @@ from sam_utils.embedding_cache import EmbeddingCache
 from sam_utils.features import SamEmbeddingSource, TensorFeatureSource
 from sam_utils.sam_grid import sam_input_size, sample_embedding
 from sam_utils.sam_model import build_random_sam, random_model_id
-from systems.config import Conf
-from systems.distill import HEAD, build_feature_distiller
-from systems.trainer import Trainer
-from systems.validation import render_view
-from tests.conftest import ROOT
+from systems.distill import HEAD
+from systems.outputs import render_view
+from systems.trainer import Segment
+from tests.runs import make_run
 
 T, CELL = 1024, 16                     # SAM's input side and embedding cell (pixels of the input)
 SIZES = [(72, 96), (96, 72), (300, 1000)]   # (H, W), non-square
@@ -31,11 +30,23 @@ CPU = torch.device("cpu")
 TRAIN_THREADS = 1
 
 
-def make_trainer(scene, exp_dir, *overrides) -> Trainer:
-    lines = [f'dataset.data_dir = "{scene}"', f'general.base_exp_dir = "{exp_dir}"', "nto3d.enabled = false",
-             *overrides]
-    conf = Conf.from_file(ROOT / "confs" / "tiny.conf", case="test", overrides="\n".join(lines))
-    return Trainer(conf, CPU)
+class _Run:
+    """A scene-only run with the shortcuts these tests use."""
+
+    def __init__(self, scene, exp_dir, *overrides):
+        r = make_run(scene, exp_dir, *overrides)
+        self.trainer, self.pipeline, self.features = r.trainer, r.pipeline, r.features
+        self.dataset, self.model = r.pipeline.dataset, r.pipeline.model
+
+    def train_step(self):
+        return self.trainer.step(self.pipeline.next_segment(self.trainer.iteration))
+
+    def run_steps(self, until):
+        self.trainer.open_outputs()
+        self.trainer.run_segment(Segment("train", until, 0, until))
+
+
+make_trainer = _Run
 
 
 def interior_pixels(H, W, margin_cells, n=300, seed=0) -> torch.Tensor:
@@ -145,13 +156,13 @@ def test_trainer_builds_the_sam_source_lazily_once(tiny_scene, tmp_path):
     tr = make_trainer(tiny_scene, tmp_path / "a", *conf)
     assert tr.features.source is None                                         # nothing encoded at start-up
     with cpu_threads(CPU, TRAIN_THREADS):
-        s1 = tr.train_step(tr.pipeline.stage)
-        s2 = tr.train_step(tr.pipeline.stage)
+        s1 = tr.train_step()
+        s2 = tr.train_step()
         assert tr.features.cache.n_encoded_images == tr.dataset.n_images      # each view once
         assert torch.isfinite(s1["feature"]) and torch.isfinite(s2["feature"])
         assert tr.features.source.channels == 256
         again = make_trainer(tiny_scene, tmp_path / "b", *conf)
-        again.features.ensure_source(again)
+        again.features.ensure_source()
     assert again.features.cache.n_encoded_images == 0
     torch.testing.assert_close(again.features.source.grid, tr.features.source.grid)
 
@@ -168,7 +179,7 @@ def _heads_asked(tr, n_steps=1) -> list[tuple]:
     tr.model.renderer.render = spy
     with cpu_threads(CPU, TRAIN_THREADS):
         for _ in range(n_steps):
-            tr.train_step(tr.pipeline.stage)
+            tr.train_step()
     return asked
 
 
@@ -201,7 +212,6 @@ def test_feature_head_is_not_rendered_outside_its_stages_or_before_start(tiny_sc
 
 
 def test_conf_errors_and_missing_section(tiny_scene, tmp_path):
-    assert build_feature_distiller(Conf.from_string("train { max_iters = 1 }"), None) is None
     with pytest.raises(ValueError, match="stages"):
         make_trainer(tiny_scene, tmp_path, "features.enabled = true", "features.stages = [scenery]")
     with pytest.raises(ValueError, match="holdout_views"):
@@ -216,22 +226,22 @@ def test_loss_ignores_held_out_views_and_empty_rays():
     from systems.distill import FeatureDistiller
 
     fd = FeatureDistiller(rank=2, channels=2, weight=1.0, loss="cosine", stages=["scene"], start_iter=0,
-                          holdout_views=[1], opacity_weighted=True, n_views=2, sam={})
+                          holdout_views=[1], opacity_weighted=True,
+                          dataset=SimpleNamespace(n_images=2, H=4, W=4), sam={})
     with torch.no_grad():
         fd.decoder.weight.copy_(torch.eye(2))
     fd.source = TensorFeatureSource(torch.tensor([1.0, 0.0]).view(1, 2, 1, 1).repeat(2, 1, 1, 1))  # (1,0) everywhere
-    tr = SimpleNamespace(dataset=SimpleNamespace(H=4, W=4), iteration=0)
     pixel = torch.zeros(4, 2, dtype=torch.long)
     pred = torch.tensor([[1.0, 1.0], [0.0, 1.0], [0.0, 1.0], [-1.0, 0.0]])   # cos: 0.707, 0, 0, -1
     out = {HEAD: pred, "opacity": torch.tensor([[1.0], [0.5], [0.0], [1.0]])}
     batch = {"view": torch.tensor([0, 0, 0, 1]), "pixel": pixel}
-    w, loss = fd.losses(tr, SimpleNamespace(name="scene"), out, batch)["feature"]
+    w, loss = fd.losses(0, SimpleNamespace(name="scene"), out, batch)["feature"]
     expected = (1.0 * (1 - 0.5 ** 0.5) + 0.5 * 1.0) / 1.5                   # rays 2 (empty), 3 (held out) drop
     assert w == 1.0 and loss.item() == pytest.approx(expected, rel=1e-5)
-    assert fd.losses(tr, SimpleNamespace(name="scene"), {"opacity": out["opacity"]}, batch) == {}
+    assert fd.losses(0, SimpleNamespace(name="scene"), {"opacity": out["opacity"]}, batch) == {}
     fd.loss_kind = "l2"                                                       # per-channel mean square
     mse = ((pred - torch.tensor([1.0, 0.0])) ** 2).mean(-1)                   # 0.5, 1, 1, 2
-    loss = fd.losses(tr, SimpleNamespace(name="scene"), out, batch)["feature"][1]
+    loss = fd.losses(0, SimpleNamespace(name="scene"), out, batch)["feature"][1]
     assert loss.item() == pytest.approx((1.0 * mse[0] + 0.5 * mse[1]).item() / 1.5, rel=1e-5)
 
 
@@ -291,7 +301,8 @@ class SyntheticFeature:
 
 def heldout_cosine(tr, gt: torch.Tensor, hits: torch.Tensor) -> float:
     """Mean cosine of the decoded rendered features vs gt (h,w,C) over the foreground hits (h,w)."""
-    out = render_view(tr.model, tr.dataset, HOLDOUT, EVAL_LEVEL, tr.val_chunk, tr.background, (HEAD,))
+    p = tr.pipeline
+    out = render_view(p.model, p.dataset, HOLDOUT, EVAL_LEVEL, p.s.validate.render_chunk, p.background, (HEAD,))
     pred = torch.as_tensor(tr.features.decoded_image(out))                    # (h, w, C)
     return F.cosine_similarity(pred, gt, dim=-1)[hits].mean().item()
 
@@ -307,7 +318,7 @@ def feature_run(tiny_scene, tmp_path_factory):
         eval_pts, eval_hits = surface_points(ds, tiny_scene, [HOLDOUT], EVAL_LEVEL)
         eval_gt, eval_hits = feature.image(eval_pts[0], eval_hits[0]), eval_hits[0]
         untrained = heldout_cosine(tr, eval_gt, eval_hits)
-        tr.run_steps(tr.pipeline.stage, ITERS)
+        tr.run_steps(ITERS)
         trained = heldout_cosine(tr, eval_gt, eval_hits)
     print(f"[test_distill] held-out view {HOLDOUT}: mean cosine untrained {untrained:.3f}, "
           f"after {ITERS} iterations {trained:.3f}")
@@ -332,7 +343,7 @@ def test_feature_field_is_3d_consistent_on_a_held_out_view(feature_run):
 def test_validation_image_has_a_feature_pca_panel(feature_run):
     tr = feature_run.tr
     with cpu_threads(CPU, TRAIN_THREADS):
-        path = tr.validate_image(view=HOLDOUT)
+        path = tr.pipeline.validate_image(tr.trainer.iteration, view=HOLDOUT)
     img = cv2.imread(str(path))
     h, w = feature_run.eval_hits.shape
     assert img.shape[:2] == (h, 4 * w)                                        # colour | gt | normals | PCA

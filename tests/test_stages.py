@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from datasets.dtu import DTUDataset
-from systems.stages import INSTANCE, LiftStage, LossWeights, focus_boxes
+from systems.stages import INSTANCE, LiftStage, LossWeights, RaySampler, focus_boxes
 
 
 def test_focus_boxes_grow_the_mask_box_and_cover_empty_views():
@@ -16,11 +16,6 @@ def test_focus_boxes_grow_the_mask_box_and_cover_empty_views():
     assert focus_boxes(masks, 10.0)[0].tolist() == [0, 0, 59, 39]   # clipped to the image
 
 
-class _Trainer:
-    def __init__(self, ds, n):
-        self.dataset, self.batch_rays, self.generator = ds, n, torch.Generator().manual_seed(0)
-
-
 def test_accepted_half_of_a_batch_samples_inside_the_focus_box(tiny_scene):
     ds = DTUDataset(tiny_scene)
     masks = np.zeros((ds.n_images, ds.H, ds.W), bool)
@@ -28,9 +23,9 @@ def test_accepted_half_of_a_batch_samples_inside_the_focus_box(tiny_scene):
     accepted = np.zeros(ds.n_images, bool)
     accepted[2] = True
     w = LossWeights(color=1.0, eikonal=0.1, mask=0.0, instance=0.1, instance_negative=3.0)
-    stage = LiftStage(w, torch.zeros(3), "cpu", focus_margin=0.5)
+    stage = LiftStage(RaySampler(ds, 2000, torch.Generator().manual_seed(0)), w, torch.zeros(3), focus_margin=0.5)
     stage.set_masks(masks, accepted)
-    batch = stage.batch(_Trainer(ds, 2000))
+    batch = stage.batch()
     half = batch["view"][1000:], batch["pixel"][1000:]
     assert (half[0] == 2).all()
     u, v = half[1][:, 0], half[1][:, 1]
@@ -48,25 +43,3 @@ def test_accepted_half_of_a_batch_samples_inside_the_focus_box(tiny_scene):
     bce = -np.log(0.2)
     assert np.isclose(float(both), (bce + 3 * bce) / 4, rtol=1e-3)   # weighted mean over the rays' weights
     assert float(only_pos) < float(both) / 3
-
-
-def test_unsure_pixels_cast_no_vote(tiny_scene):
-    """Pieces the depth split cut off in ignore mode (store.unsure) get instance weight 0; others keep theirs."""
-    ds = DTUDataset(tiny_scene)
-    masks = np.zeros((ds.n_images, ds.H, ds.W), bool)
-    masks[2, 20:30, 40:50] = True
-    unsure = np.zeros_like(masks)
-    unsure[2, 20:30, 50:60] = True                     # a cut leak right of the mask
-    accepted = np.zeros(ds.n_images, bool)
-    accepted[2] = True
-    w = LossWeights(color=1.0, eikonal=0.1, mask=0.0, instance=0.1, instance_negative=3.0)
-    stage = LiftStage(w, torch.zeros(3), "cpu", focus_margin=0.5)
-    stage.set_masks(masks, accepted, unsure)
-    batch = stage.batch(_Trainer(ds, 4000))
-    view, (u, v) = batch["view"], batch["pixel"].T
-    in_unsure = torch.from_numpy(unsure)[view, v, u]
-    weight = batch["instance_weight"][:, 0]
-    assert in_unsure.sum() > 20
-    assert (weight[in_unsure] == 0).all() and (weight[~in_unsure & (view == 2)] == 1).all()
-    stage.set_masks(masks, accepted, np.zeros_like(unsure))   # nothing unsure: no lookup at all
-    assert stage.unsure is None

@@ -9,22 +9,18 @@ import pytest
 import torch
 
 from evaluation.metrics import chamfer_files
-from systems.config import Conf
-from systems.trainer import Trainer
 from tests.conftest import ROOT
+from tests.runs import make_run
 
 EVAL_SPACING = 2.0   # mm between Chamfer surface samples (the scene is ~340 mm across)
 
 
 def make_trainer(scene, exp_dir, *overrides, is_continue=False, device="cpu"):
-    lines = [f'dataset.data_dir = "{scene}"', f'general.base_exp_dir = "{exp_dir}"', "nto3d.enabled = false",
-             *overrides]
-    conf = Conf.from_file(ROOT / "confs" / "tiny.conf", case="test", overrides="\n".join(lines))
-    return Trainer(conf, torch.device(device), is_continue=is_continue)
+    return make_run(scene, exp_dir, *overrides, is_continue=is_continue, device=device).trainer
 
 
 def scene_chamfer(tr, scene) -> float:
-    path = tr.write_mesh("scene")
+    path = tr.pipeline.write_mesh(tr.iteration)
     return chamfer_files(path, scene / "gt" / "scene_visible.ply", scene / "gt" / "scene.ply", EVAL_SPACING)["overall"]
 
 
@@ -33,7 +29,7 @@ def trained(tiny_scene, tmp_path_factory):
     exp = tmp_path_factory.mktemp("exp")
     tr = make_trainer(tiny_scene, exp, "train.max_iters = 400")
     untrained = scene_chamfer(tr, tiny_scene)
-    tr.train()
+    tr.fit()
     return tr, untrained, scene_chamfer(tr, tiny_scene)
 
 
@@ -58,20 +54,20 @@ def test_outputs_on_disk(trained):
     assert not list((tr.exp_dir / "checkpoints").glob("*.tmp"))
     mesh_json = json.loads(sorted((tr.exp_dir / "meshes").glob("scene_*.json"))[-1].read_text())
     assert {"accuracy", "completeness", "overall"} <= set(mesh_json)
-    img = tr.validate_image(view=1)
+    img = tr.pipeline.validate_image(tr.iteration, view=1)
     assert img.is_file()
 
 
 def test_resume_reproduces_uninterrupted_training(tiny_scene, tmp_path):
     """20 + 20 iterations through a checkpoint equal 40 in one go (networks, optimiser and RNG restored)."""
     straight = make_trainer(tiny_scene, tmp_path / "a", "train.max_iters = 40")
-    straight.train()
+    straight.fit()
     part = make_trainer(tiny_scene, tmp_path / "b", "train.max_iters = 20")
-    part.train()
+    part.fit()
     resumed = make_trainer(tiny_scene, tmp_path / "b", "train.max_iters = 40", is_continue=True)
     assert resumed.iteration == 20
-    resumed.train()
-    for (name, p), q in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+    resumed.fit()
+    for (name, p), q in zip(straight.pipeline.model.state_dict().items(), resumed.pipeline.model.state_dict().values()):
         assert torch.allclose(p, q, atol=1e-6), f"{name} differs after resume"
 
 
@@ -79,10 +75,10 @@ def test_resume_reproduces_uninterrupted_training(tiny_scene, tmp_path):
 def test_resume_on_cuda(tiny_scene, tmp_path):
     """--is_continue on the GPU: the checkpoint is loaded with map_location=cuda, which moves the saved
     RNG states onto the GPU; restoring them must still work and training must go on."""
-    make_trainer(tiny_scene, tmp_path, "train.max_iters = 10", device="cuda").train()
+    make_trainer(tiny_scene, tmp_path, "train.max_iters = 10", device="cuda").fit()
     resumed = make_trainer(tiny_scene, tmp_path, "train.max_iters = 20", is_continue=True, device="cuda")
     assert resumed.iteration == 10
-    resumed.train()
+    resumed.fit()
     assert resumed.iteration == 20
 
 
@@ -94,7 +90,7 @@ def test_continue_without_checkpoint_is_a_clear_error(tiny_scene, tmp_path):
 def test_cli_validate_mesh(trained, tmp_path):
     """python train.py --mode validate_mesh --is_continue writes a world-space mesh from the checkpoint."""
     tr, _, _ = trained
-    scene = tr.dataset.data_dir
+    scene = tr.pipeline.dataset.data_dir
     cmd = [sys.executable, "train.py", "--conf", "confs/tiny.conf", "--case", "t", "--mode", "validate_mesh",
            "--is_continue", "--mcube_resolution", "48",
            "--override", f'dataset.data_dir = "{scene}"', "--override", f'general.base_exp_dir = "{tr.exp_dir}"',
@@ -104,22 +100,6 @@ def test_cli_validate_mesh(trained, tmp_path):
     assert "[resume]" in out.stdout and "[mesh] scene" in out.stdout
     import trimesh
     mesh = trimesh.load(tr.exp_dir / "meshes" / "scene.ply")
-    radius = tr.dataset.scale_mat[0, 0]
-    centre = tr.dataset.scale_mat[:3, 3]
+    radius = tr.pipeline.dataset.scale_mat[0, 0]
+    centre = tr.pipeline.dataset.scale_mat[:3, 3]
     assert np.linalg.norm(mesh.vertices - centre, axis=1).max() <= radius * 1.01  # world units, in the sphere
-
-
-def test_training_with_empty_space_skipping(tiny_scene, tmp_path):
-    """With the occupancy grid on from iteration 200, training still reaches the Chamfer bound, the
-    grid is re-evaluated on schedule, and it leaves most of the volume out of the rays."""
-    tr = make_trainer(tiny_scene, tmp_path, "train.max_iters = 400", "model.occupancy_grid.enabled = true",
-                      "model.occupancy_grid.start_iter = 200", "model.occupancy_grid.resolution = 48")
-    tr.train()
-    occ = tr.model.occupancy
-    assert int(occ.updates) == len(range(200, 400, occ.update_every))
-    assert float(occ.occupied.float().mean()) < 0.3
-    assert scene_chamfer(tr, tiny_scene) < 15.5          # the bound of the test above
-    again = make_trainer(tiny_scene, tmp_path, "train.max_iters = 400", "model.occupancy_grid.enabled = true",
-                         "model.occupancy_grid.start_iter = 200", "model.occupancy_grid.resolution = 48",
-                         is_continue=True)
-    assert torch.equal(again.model.occupancy.occupied, occ.occupied)   # the grid is checkpointed

@@ -1,0 +1,201 @@
+"""NTO3D: one prompt -> lifted masks in every view -> the target alone -> the target's mesh.
+
+Phases (resumable): "init" (the segmenter answers the user's prompt), "lift" (scene + occupancy
+head; between segments a lifting round re-prompts every view from the field's projections),
+"target" (the target-only field against the lifted masks), "done".
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import torch
+
+from sam_utils.lifting import MaskStore, final_masks, run_round, save_round
+from sam_utils.masks import mask_iou, pack_masks, unpack_masks
+from sam_utils.prompts import Prompt, load_prompt_file
+from sam_utils.segmenter import Segmenter, build_segmenter, check_nonempty
+from systems.config import ConfigError
+from systems.pipeline import Pipeline
+from systems.projection import load_gt_masks, project_views
+from systems.stages import INSTANCE, LiftStage, LossWeights, TargetStage
+from systems.trainer import Segment
+
+
+class NTO3DPipeline(Pipeline):
+    heads = {INSTANCE: (1, "sigmoid")}
+
+    def __init__(self, *args, prompt: Prompt | None = None, sam_checkpoint: str | None = None, **kw):
+        """prompt: the command line's prompt (else the scene's prompt file); sam_checkpoint overrides the conf's."""
+        super().__init__(*args, **kw)
+        n = self.s.nto3d
+        self.n = n
+        if n.segmenter not in n.lifting.per_segmenter:
+            raise ConfigError(f"nto3d.segmenter = {n.segmenter!r} but nto3d.lifting.per_segmenter has no "
+                              f"'{n.segmenter}' entry: add its accept_iou and negative_weight")
+        self.trust = n.lifting.per_segmenter[n.segmenter]
+        self.prompt_override, self.sam_checkpoint = prompt, sam_checkpoint or n.sam.checkpoint
+        ds = self.dataset
+        self.store = MaskStore(ds.n_images, ds.H, ds.W)
+        self.final: np.ndarray | None = None
+        self.phase, self.phase_start = "init", 0
+        self.timings: dict[str, float] = {}
+        self._segmenter: Segmenter | None = None
+        self._trained_since: float | None = None     # wall time the current segment's training began
+        self.images = list(ds.images.cpu().numpy())  # N x (H,W,3) uint8
+        self.gt = load_gt_masks(ds, n.gt_mask_dir)
+
+    # ------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        return {"phase": self.phase, "phase_start": self.phase_start, "store": self.store.state_dict(),
+                "final": None if self.final is None else pack_masks(self.final), "timings": self.timings}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.phase, self.phase_start = state["phase"], state["phase_start"]
+        self.store.load_state_dict(state["store"])
+        self.timings = dict(state["timings"])
+        self.final = None if state["final"] is None else unpack_masks(state["final"])
+        if self.phase in ("lift", "target", "done"):
+            self.stage = self._stage_for(self.phase)
+
+    # ------------------------------------------------------------ parts
+    def segmenter(self) -> Segmenter:
+        if self._segmenter is None:
+            n = self.n
+            if n.segmenter == "sam":
+                kw = dict(sam_model_type=n.sam.model_type, sam_checkpoint=self.sam_checkpoint,
+                          device=str(self.dataset.device), cache_dir=self.dataset.data_dir / "sam_feat")
+            else:
+                kw = dict(crop_margin=n.grabcut.crop_margin, workers=n.grabcut.workers)
+            self._segmenter = build_segmenter(n.segmenter, **kw)
+            print(f"[nto3d] segmenter: {self._segmenter.name}")
+        return self._segmenter
+
+    def prompt(self) -> tuple[Prompt, str]:
+        ds = self.dataset
+        if self.prompt_override is not None:
+            p, source = self.prompt_override, "--prompt_points/--prompt_box"
+        else:
+            path = ds.data_dir / self.n.prompt_file
+            p, source = load_prompt_file(path), str(path)
+        scale = ds.W / ds.full_size[1]  # prompts are in full-resolution pixels
+        return p.scaled(scale).validate(ds.H, ds.W, source), source
+
+    def _weights(self, mask_weight: float) -> LossWeights:
+        return LossWeights(color=self.weights.color, eikonal=self.weights.eikonal, mask=mask_weight,
+                           instance=self.n.instance_weight, instance_negative=self.trust.negative_weight)
+
+    def _stage_for(self, phase: str):
+        if phase == "lift":
+            stage = LiftStage(self.sampler, self._weights(self.weights.mask), self.background, self.n.focus_margin)
+            stage.set_masks(self.store.masks, self.store.accepted)
+            return stage
+        return TargetStage(self.sampler, self._weights(self.n.target.mask_weight), self.final,
+                           self.n.target.random_background, self.background)
+
+    def _tick(self, name: str, t0: float) -> None:
+        self.timings[name] = self.timings.get(name, 0.0) + time.time() - t0
+
+    def _project(self, level: int) -> np.ndarray:
+        t0 = time.time()
+        proj = project_views(self.model, self.dataset, level, self.s.validate.render_chunk)
+        self._tick("projection", t0)
+        return proj
+
+    # ------------------------------------------------------------ phases
+    def next_segment(self, iteration: int) -> Segment | None:
+        if self._trained_since is not None and self.phase in ("lift", "target"):
+            self._tick(f"{self.phase}_train", self._trained_since)
+        seg = self._next(iteration)
+        (self.exp_dir / "timings.json").write_text(json.dumps(self.timings, indent=1))
+        self._trained_since = time.time() if seg is not None else None
+        return seg
+
+    def _lift_segment(self) -> Segment:
+        n, done = self.n, self.store.rounds_done
+        until = self.phase_start + n.warmup_iters + done * n.round_iters
+        nominal = n.warmup_iters + n.lifting.max_rounds * n.round_iters
+        return Segment(f"lift (round {done})", until, self.phase_start, nominal)
+
+    def _target_segment(self) -> Segment:
+        return Segment("target", self.phase_start + self.n.target.iters, self.phase_start, self.n.target.iters)
+
+    def _next(self, iteration: int) -> Segment | None:
+        if self.phase == "init":
+            self._initial_mask(iteration)
+        if self.phase == "lift":
+            seg = self._lift_segment()
+            if iteration < seg.until:
+                return seg
+            done = self.store.rounds_done
+            if done == 0 or not (self.store.converged or done >= self.n.lifting.max_rounds):
+                self._round(iteration)
+                return self._lift_segment()
+            self._finish_lift(iteration)
+        if self.phase == "target":
+            seg = self._target_segment()
+            if iteration < seg.until:
+                return seg
+            self.phase = "done"
+        return None
+
+    def _initial_mask(self, iteration: int) -> None:
+        t0 = time.time()
+        prompt, source = self.prompt()
+        res = check_nonempty(self.segmenter().predict_cascade(prompt.view, self.images[prompt.view], prompt),
+                             view=prompt.view, source=source)
+        self.store.set_prompt_mask(prompt.view, res.mask)
+        report = {"round": 0, "prompt": prompt.to_dict(), "source": source, "mask_pixels": int(res.mask.sum())}
+        self.store.history.append(report)
+        save_round(self.exp_dir / "masks", self.store, report, self.images, self.store.masks.astype(np.float32), 0.5)
+        self.phase, self.phase_start = "lift", iteration
+        self.stage = self._stage_for("lift")
+        self._tick("initial_mask", t0)
+
+    def _round(self, iteration: int) -> None:
+        s = self.n.lifting
+        proj = self._project(s.render_level)
+        t0 = time.time()
+        report = run_round(self.store, proj, self.images, self.segmenter(), s, self.trust, self.store.prompt_view,
+                           seed=iteration, gt_masks=self.gt)
+        self._tick("segmenter", t0)
+        save_round(self.exp_dir / "masks", self.store, report, self.images, proj, s.proj_threshold)
+        msg = (f"[lift] round {report['round']}: accepted {report['n_accepted']}/{report['n_candidates']} "
+               f"prompted views (of {len(self.images)}), change {report['mean_change']:.3f}")
+        if "iou_gt_mean" in report:
+            msg += f", IoU vs gt mean {report['iou_gt_mean']:.3f} worst {report['iou_gt_worst']:.3f}"
+        print(msg)
+        self.stage.set_masks(self.store.masks, self.store.accepted)
+
+    def _finish_lift(self, iteration: int) -> None:
+        level = self.n.lifting.final_render_level
+        self.final = final_masks(self._project(level), self.n.lifting.proj_threshold)
+        if self.gt is not None:
+            ious = [mask_iou(m, g) for m, g in zip(self.final, self.gt)]
+            self.store.history.append({"final": True, "iou_gt": ious, "iou_gt_mean": float(np.mean(ious)),
+                                       "iou_gt_worst": float(np.min(ious)), "render_level": level})
+            print(f"[lift] lifted masks (level {level}): IoU vs gt mean {np.mean(ious):.3f} worst {np.min(ious):.3f}")
+        self.meshes.write("scene", self.model.sdf.sdf, iteration)
+        self.phase, self.phase_start = "target", iteration
+        self.stage = self._stage_for("target")
+
+    # ------------------------------------------------------------ outputs
+    def write_mesh(self, iteration: int, resolution: int | None = None, threshold: float | None = None):
+        """The target mesh once the target stage has begun, else the scene's."""
+        if self.phase not in ("target", "done"):
+            return super().write_mesh(iteration, resolution, threshold)
+        res = resolution or self.s.validate.mesh_resolution
+        return self.meshes.write("target", self._target_sdf(res), iteration, res, threshold, keep_largest=True)
+
+    def _target_sdf(self, resolution: int):
+        """SDF pushed outside (to one grid cell) wherever the occupancy head says "not the target"; the
+        mesh is then the SDF's zero level set inside the target, reduced to its largest component."""
+        occ = self.n.target.mesh_occupancy_threshold
+        cell = 2.0 * self.s.model.bound / resolution
+
+        def sdf_fn(x: torch.Tensor) -> torch.Tensor:
+            out = self.model.sdf(x, (INSTANCE,))
+            return torch.where(out[INSTANCE] >= occ, out["sdf"], out["sdf"].clamp(min=cell))
+
+        return sdf_fn
