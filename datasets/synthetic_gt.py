@@ -11,6 +11,7 @@ import torch
 import trimesh
 
 from datasets.synthetic_scene import Scene
+from sam_utils.masks import mask_box
 
 SPHERE_MARGIN = 1.05          # bounding-sphere radius = this * farthest occupied point distance
 SPHERE_DECIMALS = 3           # centre/radius rounded to micrometres (tidy metadata)
@@ -144,5 +145,4 @@ def prompt_from_mask(mask: np.ndarray) -> tuple[list[int], list[int]]:
     padded = np.pad(mask.astype(np.uint8), 1)
     dist = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
     row, col = np.unravel_index(int(np.argmax(dist)), dist.shape)
-    rows, cols = np.nonzero(mask)
-    return [int(col), int(row)], [int(cols.min()), int(rows.min()), int(cols.max()), int(rows.max())]
+    return [int(col), int(row)], list(mask_box(mask))

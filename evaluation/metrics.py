@@ -110,13 +110,7 @@ def chamfer(pred_points: np.ndarray, gt_points: np.ndarray, cap: float = DEFAULT
             "overall": 0.5 * (accuracy + completeness)}
 
 
-def mask_iou(pred: np.ndarray, gt: np.ndarray) -> float:
-    """Intersection over union of two boolean masks of equal shape; both empty -> 1.0."""
-    pred, gt = np.asarray(pred, bool), np.asarray(gt, bool)
-    if pred.shape != gt.shape:
-        raise ValueError(f"mask shapes differ: pred {pred.shape} vs gt {gt.shape}")
-    union = np.logical_or(pred, gt).sum()
-    return 1.0 if union == 0 else float(np.logical_and(pred, gt).sum() / union)
+from sam_utils.masks import mask_iou  # noqa: E402,F401  (mask IoU lives with the other mask helpers)
 
 
 def chamfer_files(pred_path, gt_path, gt_accuracy_path=None,

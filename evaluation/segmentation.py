@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from evaluation.metrics import mask_iou
+from sam_utils.masks import mask_iou
 from sam_utils.prompts import prompts_from_mask
 from sam_utils.segmenter import Segmenter
 

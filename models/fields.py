@@ -9,7 +9,6 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from models.hashgrid import HashGrid
 
@@ -140,7 +139,3 @@ class SingleVarianceNetwork(nn.Module):
 
     def inv_s(self) -> torch.Tensor:
         return torch.exp(self.variance * VARIANCE_SCALE).clamp(1e-6, 1e6)
-
-
-def normalize(v: torch.Tensor) -> torch.Tensor:
-    return F.normalize(v, dim=-1, eps=1e-8)

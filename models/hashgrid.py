@@ -6,99 +6,29 @@ One module, three interchangeable backends sharing one flat fp32 ``params`` tens
   * ``tcnn``   - tiny-cuda-nn's native encoding run on *our* params.
 A checkpoint (state_dict key ``params``) trained with one backend therefore renders with any other.
 
-Layout (tiny-cuda-nn ``GridEncodingTemplated``): level l has ``size_l = min(next_multiple(res_l^D, 8),
-2^log2_hashmap_size)`` entries of F features; levels are stored one after another and the F features of
-an entry are contiguous: ``params[(offset_l + slot) * F + f]``.
+The layout (tiny-cuda-nn's) and its level tables are in models/grid_layout.py; the optional backends
+(models/hashgrid_triton.py, tinycudann) are imported on first use by `_load_backend` only.
 """
 from __future__ import annotations
 
 import functools
-import math
-import os
-from dataclasses import dataclass
+import importlib
 
-import numpy as np
 import torch
 from torch import nn
 
+from models.grid_layout import HASH_PRIMES, GridLayout, grid_layout, level_tables, triton_interpreting
+
 BACKENDS = ("auto", "tcnn", "triton", "torch")
 TCNN_INSTALL = "pip install git+https://github.com/NVlabs/tiny-cuda-nn/#subdirectory=bindings/torch"
-# tiny-cuda-nn's coherent prime hash: one prime per input dimension (the first is 1 for memory coherence).
-HASH_PRIMES = (1, 2654435761, 805459861, 3674653429, 2097192037, 1434869437, 2165219737)
 UINT32_MASK = 0xFFFFFFFF
-PARAM_ALIGNMENT = 8          # tcnn pads each level's entry count to a multiple of 8 (aligned accesses)
-MAX_DENSE_ENTRIES = 2**31 - 1  # tcnn caps the dense entry count of a level (uint32_max / 2)
 INIT_RANGE = 1e-4            # params ~ U(-1e-4, 1e-4), as tiny-cuda-nn initialises grids
 POS_OFFSET = 0.5             # pos = x * scale + 0.5 staggers the levels (Instant-NGP, appendix A)
 TCNN_DIMS = (2, 3)           # input dimensions tiny-cuda-nn's grid encoding is compiled for
 TRITON_DIMS = (3,)           # the Triton kernels are written for 3-D inputs
 HALF_DTYPES = (torch.float16, torch.bfloat16)
-
-
-@dataclass(frozen=True)
-class GridLayout:
-    """Per-level constants of a grid, computed exactly as tiny-cuda-nn does (float32 scale maths)."""
-
-    n_dims: int
-    n_features: int
-    scales: tuple      # (L,) float32 values as Python floats: exp2(l * log2(per_level_scale)) * base - 1
-    resolutions: tuple  # (L,) ceil(scale) + 1 vertices per axis
-    sizes: tuple       # (L,) table entries of the level (hashmap_size in tcnn)
-    offsets: tuple     # (L + 1,) first entry of each level; offsets[-1] = total entries
-    dense: tuple       # (L,) True where res^D fits the level, i.e. row-major indexing, no hash
-
-    @property
-    def n_levels(self) -> int:
-        return len(self.scales)
-
-    @property
-    def n_params(self) -> int:
-        return self.offsets[-1] * self.n_features
-
-
-def grid_layout(n_input_dims: int, n_levels: int, n_features_per_level: int, log2_hashmap_size: int,
-                base_resolution: int, per_level_scale: float) -> GridLayout:
-    """Level scales/resolutions/sizes/offsets following tcnn's GridEncodingTemplated constructor."""
-    f32 = np.float32
-    log2_scale = np.log2(f32(per_level_scale))
-    hashmap_size = 2**log2_hashmap_size
-    scales, resolutions, sizes, offsets, dense = [], [], [], [0], []
-    for level in range(n_levels):
-        scale = f32(np.exp2(f32(level) * log2_scale)) * f32(base_resolution) - f32(1.0)
-        res = int(math.ceil(scale)) + 1
-        n_dense = min(res**n_input_dims, MAX_DENSE_ENTRIES)
-        size = min(-(-n_dense // PARAM_ALIGNMENT) * PARAM_ALIGNMENT, hashmap_size)
-        scales.append(float(scale))
-        resolutions.append(res)
-        sizes.append(size)
-        offsets.append(offsets[-1] + size)
-        dense.append(res**n_input_dims <= size)
-    return GridLayout(n_input_dims, n_features_per_level, tuple(scales), tuple(resolutions),
-                      tuple(sizes), tuple(offsets), tuple(dense))
-
-
-_TABLES = {}  # (layout, device) -> level constants as tensors
-
-
-def _torch_tables(layout: GridLayout, device: torch.device) -> tuple:
-    """Level constants as tensors on `device` (cached: no host->device copy per forward)."""
-    key = (layout, device)
-    if key not in _TABLES:
-        _TABLES[key] = _build_torch_tables(layout, device)
-    return _TABLES[key]
-
-
-def _build_torch_tables(layout: GridLayout, device: torch.device) -> tuple:
-    d = layout.n_dims
-    scale = torch.tensor(layout.scales, dtype=torch.float64, device=device)                  # (L,)
-    # row-major strides res^d; hashed levels never use them (0 avoids int64 overflow for big D)
-    stride = torch.tensor([[r**k if dn else 0 for k in range(d)] for r, dn in zip(layout.resolutions, layout.dense)],
-                          dtype=torch.int64, device=device)                                 # (L, D)
-    primes = torch.tensor(HASH_PRIMES[:d], dtype=torch.int64, device=device)                # (D,)
-    size = torch.tensor(layout.sizes, dtype=torch.int64, device=device)                     # (L,)
-    offset = torch.tensor(layout.offsets[:-1], dtype=torch.int64, device=device)            # (L,)
-    dense = torch.tensor(layout.dense, dtype=torch.bool, device=device)                     # (L,)
-    return scale, stride, primes, size, offset, dense
+# optional packages -> the module that runs the backend (imported on first use, by _load_backend)
+BACKEND_MODULES = {"tinycudann": "tinycudann", "triton": "models.hashgrid_triton"}
 
 
 def encode_torch(x: torch.Tensor, params: torch.Tensor, layout: GridLayout,
@@ -112,7 +42,7 @@ def encode_torch(x: torch.Tensor, params: torch.Tensor, layout: GridLayout,
     """
     n, d = x.shape
     big = torch.float64 if x.dtype == torch.float64 else torch.float32
-    scale, stride, primes, size, offset, dense = _torch_tables(layout, x.device)
+    scale, stride, primes, size, offset, dense = level_tables(layout, x.device, "torch")
     # pos = x * scale + 0.5 rounded once, like tcnn's fmaf: exact in float64, then rounded to float32
     pos = (x.to(torch.float64)[:, None, :] * scale[:, None] + POS_OFFSET).to(big)   # (N, L, D)
     cell = torch.floor(pos.detach())
@@ -140,25 +70,26 @@ def encode_torch(x: torch.Tensor, params: torch.Tensor, layout: GridLayout,
     return out.reshape(n, layout.n_levels * layout.n_features)
 
 
-def triton_interpreting() -> bool:
-    """True when Triton runs kernels on the CPU interpreter (TRITON_INTERPRET=1)."""
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
 @functools.lru_cache(maxsize=None)
-def _import_error(package: str) -> str | None:
-    """None if `package` imports, else the reason (cached: import attempts are slow)."""
+def _load_backend(package: str) -> tuple:
+    """(module, None) when the optional backend of `package` ("tinycudann" | "triton") imports, else
+    (None, reason). The one place the optional backends are imported (cached: attempts are slow)."""
     try:
-        __import__(package)
+        return importlib.import_module(BACKEND_MODULES[package]), None
     except Exception as exc:  # tcnn can raise OSError/RuntimeError, not just ImportError
-        return f"{type(exc).__name__}: {exc}"
-    return None
+        return None, f"{type(exc).__name__}: {exc}"
 
 
-def _require(package: str) -> None:
-    err = _import_error(package)
+def _import_error(package: str) -> str | None:
+    """None if `package` ("tinycudann" | "triton") imports, else the reason."""
+    return _load_backend(package)[1]
+
+
+def _require(package: str):
+    """The backend module of `package`, or a RuntimeError saying how to install it."""
+    module, err = _load_backend(package)
     if err is None:
-        return
+        return module
     hint = TCNN_INSTALL if package == "tinycudann" else "pip install triton"
     raise RuntimeError(f"HashGrid backend needs the '{package}' package, which failed to import "
                        f"({err}). Install it with: {hint}")
@@ -249,8 +180,7 @@ class HashGrid(nn.Module):
             read = None if self.param_dtype == torch.float32 else self.param_dtype
             return encode_torch(x, self.params, self.layout, read)
         if backend == "triton":
-            from models.hashgrid_triton import encode_triton
-            return encode_triton(x, self.params, self.layout, self.param_dtype)
+            return _require("triton").encode_triton(x, self.params, self.layout, self.param_dtype)
         return self._forward_tcnn(x)
 
     def _forward_tcnn(self, x: torch.Tensor) -> torch.Tensor:
@@ -262,7 +192,7 @@ class HashGrid(nn.Module):
         """
         enc = self._tcnn_modules.get(x.device)
         if enc is None:
-            import tinycudann as tcnn
+            tcnn = _require("tinycudann")
             cfg = self.config
             encoding_config = {"otype": "HashGrid", "n_levels": cfg["n_levels"],
                                "n_features_per_level": cfg["n_features_per_level"],

@@ -1,5 +1,5 @@
-"""Triton kernels of the hash-grid encoding (same maths and layout as models/hashgrid.py);
-models/hashgrid_triton.py launches them.
+"""Triton kernels of the hash-grid encoding (same maths as models/hashgrid.py, layout of
+models/grid_layout.py); models/hashgrid_triton.py launches them.
 
 Design (why it is fast):
   * one program = BLOCK points x a run of ``levels_per_program`` levels: the level loop runs inside the

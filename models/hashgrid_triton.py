@@ -9,12 +9,12 @@ the fp32 master without loss scaling.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import triton
 
-from models.hashgrid import GridLayout, triton_interpreting
+from models.grid_layout import GridLayout, level_tables, triton_interpreting
 from models.hashgrid_kernels import hashgrid_bwd, hashgrid_fwd
 
 N_DIMS = 3                    # kernels are written for 3-D inputs
@@ -23,9 +23,7 @@ VECTOR_RED_CAPABILITY = (9, 0)  # red.global.v2.f32 needs sm_90
 
 @dataclass(frozen=True)
 class TritonConfig:
-    """Launch knobs. Defaults = best of bench/hashgrid.py --sweep on an H200 (2026-11-26): 2.49 ms fwd+bwd
-    at 2^20 points for fp32 and bf16 tables (421 M points/s); without merge_x 2.95 ms; block 128 with
-    8 warps was the worst setting (3.5 ms merged); levels_per_program 1 was ~4% and 16 ~45% slower (H100)."""
+    """Launch knobs. Defaults = the fastest setting of bench/hashgrid.py --sweep (figures: bench/RESULTS.md)."""
 
     block: int = 256                 # points per program (power of two)
     num_warps: int = 8
@@ -37,25 +35,6 @@ class TritonConfig:
 
 
 DEFAULT_CONFIG = TritonConfig()
-
-
-_TABLE_CACHE = {}
-
-
-def _level_tables(layout: GridLayout, device: torch.device):
-    """(meta (L, 4) int32, scale (L,) float32) on `device`, cached per (layout, device)."""
-    key = (layout, device)
-    if key not in _TABLE_CACHE:
-        meta = [[r, s, o, int(d)] for r, s, o, d in
-                zip(layout.resolutions, layout.sizes, layout.offsets, layout.dense)]
-        for s, d in zip(layout.sizes, layout.dense):
-            if not d and s & (s - 1):
-                raise AssertionError(f"hashed level of {s} entries is not a power of two")
-        if layout.n_params >= 2**31:
-            raise ValueError(f"{layout.n_params} params exceed the kernels' int32 addressing")
-        _TABLE_CACHE[key] = (torch.tensor(meta, dtype=torch.int32, device=device),
-                             torch.tensor(layout.scales, dtype=torch.float32, device=device))
-    return _TABLE_CACHE[key]
 
 
 def _use_pairs(cfg: TritonConfig, f: int, *tensors) -> bool:
@@ -88,7 +67,7 @@ class _HashGridTriton(torch.autograd.Function):
         n, f = x32.shape[0], layout.n_features
         out = torch.empty(n, layout.n_levels * f, dtype=torch.float32, device=x.device)
         if n > 0:
-            meta, scale = _level_tables(layout, x.device)
+            meta, scale = level_tables(layout, x.device, "kernel")
             grid, lpp = _grid(n, layout, cfg)
             pair = _use_pairs(cfg, f, table, out)
             hashgrid_fwd[grid](x32, table, meta, scale, out, n, layout.n_levels, LEVELS=lpp,
@@ -112,7 +91,7 @@ class _HashGridTriton(torch.autograd.Function):
         gtable = torch.zeros(layout.n_params, dtype=torch.float32, device=x32.device) if need_params else None
         gx = torch.empty(grid[1], n, N_DIMS, dtype=torch.float32, device=x32.device) if need_x else None
         if n > 0 and (need_x or need_params):
-            meta, scale = _level_tables(layout, x32.device)
+            meta, scale = level_tables(layout, x32.device, "kernel")
             gout = grad_out.to(torch.float32).contiguous()                           # (N, L * F)
             gtable_arg = gtable if need_params else gout  # unused pointer when not needed
             pair = _use_pairs(cfg, f, table, gout, gtable_arg)
@@ -143,9 +122,3 @@ def encode_triton(x: torch.Tensor, params: torch.Tensor, layout: GridLayout,
         raise ValueError(f"TritonConfig.block must be a power of two, got {cfg.block}")
     return _HashGridTriton.apply(x, params.contiguous(), layout, param_dtype, cfg)
 
-
-def set_default_config(**knobs) -> TritonConfig:
-    """Change the launch knobs used by HashGrid's triton backend (e.g. after a --sweep)."""
-    global DEFAULT_CONFIG
-    DEFAULT_CONFIG = replace(DEFAULT_CONFIG, **knobs)
-    return DEFAULT_CONFIG

@@ -44,6 +44,20 @@ def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, n: int, det: bool) -> 
     return (bin_lo + (u - cdf_lo) / denom * (bin_hi - bin_lo)).detach()
 
 
+def neus_alpha(sdf: torch.Tensor, half: torch.Tensor, inv_s) -> torch.Tensor:
+    """NeuS's discrete opacity of a section from its mid SDF and half its SDF change (same shapes):
+    (Phi(sdf - half) - Phi(sdf + half)) / Phi(sdf - half), Phi = sigmoid(inv_s * .)."""
+    prev_cdf = torch.sigmoid((sdf - half) * inv_s)
+    next_cdf = torch.sigmoid((sdf + half) * inv_s)
+    return (prev_cdf - next_cdf + ALPHA_EPS) / (prev_cdf + ALPHA_EPS)
+
+
+def alpha_weights(alpha: torch.Tensor) -> torch.Tensor:
+    """Volume-rendering weights alpha_i * prod_{j<i} (1 - alpha_j): alpha (B,S) -> (B,S)."""
+    trans = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1.0 - alpha + TRANSMIT_EPS], -1), -1)
+    return alpha * trans[:, :-1]
+
+
 def _upsample_weights(rays_o, rays_d, z, sdf, inv_s: float) -> torch.Tensor:
     """NeuS's weights for up-sampling from a coarse SDF profile. z, sdf (B,S) -> (B,S-1)."""
     pts = rays_o[:, None] + rays_d[:, None] * z[..., None]
@@ -55,11 +69,7 @@ def _upsample_weights(rays_o, rays_d, z, sdf, inv_s: float) -> torch.Tensor:
     cos = (next_sdf - prev_sdf) / (dist + ALPHA_EPS)
     prev_cos = torch.cat([torch.zeros_like(cos[:, :1]), cos[:, :-1]], -1)
     cos = torch.minimum(prev_cos, cos).clamp(-1e3, 0.0) * inside
-    prev_cdf = torch.sigmoid((mid_sdf - cos * dist * 0.5) * inv_s)
-    next_cdf = torch.sigmoid((mid_sdf + cos * dist * 0.5) * inv_s)
-    alpha = (prev_cdf - next_cdf + ALPHA_EPS) / (prev_cdf + ALPHA_EPS)
-    trans = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1.0 - alpha + TRANSMIT_EPS], -1), -1)
-    return alpha * trans[:, :-1]
+    return alpha_weights(neus_alpha(mid_sdf, cos * dist * 0.5, inv_s))
 
 
 class NeuSRenderer:
@@ -114,11 +124,8 @@ class NeuSRenderer:
         true_cos = (dirs * grad).sum(-1, keepdim=True)
         iter_cos = -(F.relu(-true_cos * 0.5 + 0.5) * (1.0 - cos_anneal_ratio) + F.relu(-true_cos) * cos_anneal_ratio)
         half = iter_cos * dists.reshape(-1, 1) * 0.5
-        prev_cdf = torch.sigmoid((sdf - half) * inv_s)
-        next_cdf = torch.sigmoid((sdf + half) * inv_s)
-        alpha = ((prev_cdf - next_cdf + ALPHA_EPS) / (prev_cdf + ALPHA_EPS)).view(b, s).clamp(0.0, 1.0)
-        trans = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1.0 - alpha + TRANSMIT_EPS], -1), -1)
-        weights = alpha * trans[:, :-1]  # (B,S)
+        alpha = neus_alpha(sdf, half, inv_s).view(b, s).clamp(0.0, 1.0)
+        weights = alpha_weights(alpha)  # (B,S)
         opacity = weights.sum(-1, keepdim=True)
 
         relax = (pts.norm(dim=-1) < RELAX_RADIUS).to(grad.dtype)

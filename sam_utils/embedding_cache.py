@@ -18,6 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
+
+from .sam_lib import resize_longest_side
 
 KEY_CHARS = 16            # hex characters of the cache key
 MEMORY_ITEMS = 64         # embeddings also kept in memory (about 2 MB each in float16)
@@ -100,17 +103,14 @@ class EmbeddingCache:
     def encode_views(self, model, images: list[np.ndarray], views: list[int], device="cpu",
                      batch_size: int = 1, progress: bool = False) -> list[dict]:
         """Entries for all views (RGB uint8 (H,W,3) images), encoding only those not cached."""
-        from segment_anything.utils.transforms import ResizeLongestSide
-
         entries = [self.get(v, im) for v, im in zip(views, images)]
         todo = [i for i, e in enumerate(entries) if e is None]
         if not todo:
             return entries
-        transform = ResizeLongestSide(model.image_encoder.img_size)
+        transform = resize_longest_side(model.image_encoder.img_size)
         device = torch.device(device)
         batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
         if progress:
-            from tqdm import tqdm
             batches = tqdm(batches, desc=f"SAM {self.model_type} encoder", unit="batch")
         for batch in batches:
             inputs, sizes = [], []

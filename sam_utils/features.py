@@ -32,6 +32,7 @@ import torch
 from .embedding_cache import EmbeddingCache
 from .errors import SamCheckpointError, SegmenterError
 from .sam_grid import pixels_to_embedding_grid
+from .sam_model import RANDOM_MODEL_TYPES, build_random_sam, checkpoint_model_id, load_sam, random_model_id
 
 MAPPINGS = ("sam", "stretch")
 PIXEL_CENTRE = 0.5              # dataset pixel index u -> continuous sam_grid coordinate u + 0.5
@@ -150,8 +151,6 @@ def is_random(model_type: str, checkpoint: str) -> bool:
 
 def encoder_model_id(model_type: str, checkpoint: str) -> str:
     """The embedding-cache identity of the configured weights, without loading them."""
-    from .sam_model import checkpoint_model_id, load_sam, random_model_id
-
     if is_random(model_type, checkpoint):
         return random_model_id(model_type, RANDOM_SEED)
     if not Path(checkpoint).expanduser().is_file():
@@ -162,8 +161,6 @@ def encoder_model_id(model_type: str, checkpoint: str) -> str:
 def load_encoder(model_type: str, checkpoint: str, device="cpu"):
     """SAM model for the features: official weights, or random ones when model_type is "tiny" or
     checkpoint is RANDOM_CHECKPOINT (benchmarks: timings are real, features are not SAM's)."""
-    from .sam_model import RANDOM_MODEL_TYPES, build_random_sam, load_sam
-
     if not is_random(model_type, checkpoint):
         return load_sam(model_type, checkpoint, device)
     if model_type not in RANDOM_MODEL_TYPES:

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import cv2
 import numpy as np
 
+from .masks import mask_box, pixel_indices
 from .prompts import Prompt
 from .segmenter import SegResult, Segmenter, check_image, mask_input_to_prob
 
@@ -27,17 +28,19 @@ MIN_CROP_MARGIN_PX = 16       # the crop around the object's rect is at least th
 
 
 class GrabCutSegmenter(Segmenter):
-    """cv2.grabCut from prompts (fallback; name "grabcut"). score = prompt consistency in [0,1]."""
+    """cv2.grabCut from prompts (fallback; name "grabcut"). score = prompt consistency in [0,1].
+
+    crop_margin and workers have no defaults here: they are the conf's nto3d.grabcut settings
+    (crop_margin <= 0: the whole image; workers 0: one thread per CPU core).
+    """
 
     name = "grabcut"
 
-    def __init__(self, iterations: int = ITERATIONS, max_side: int = MAX_SIDE,
-                 disc_frac: float = DISC_FRAC, keep_prompted_components: bool = True, seed: int = 0,
-                 crop_margin: float = 0.0, workers: int = 1):
+    def __init__(self, *, crop_margin: float, workers: int, iterations: int = ITERATIONS,
+                 max_side: int = MAX_SIDE, disc_frac: float = DISC_FRAC, seed: int = 0):
         self.iterations, self.max_side, self.disc_frac = iterations, max_side, disc_frac
         self.crop_margin = crop_margin
         self.workers = workers if workers > 0 else (os.cpu_count() or 1)
-        self.keep_prompted_components = keep_prompted_components
         self.seed = seed
 
     def _map_views(self, run, views, images, prompts) -> list[SegResult]:
@@ -52,10 +55,10 @@ class GrabCutSegmenter(Segmenter):
         """x0,y0,x1,y1 (inclusive pixel bounds) of the region that may hold the object."""
         if prompt.box is not None:
             x0, y0, x1, y1 = prompt.box
-        elif prob is not None and (prob >= 0.5).any():
-            rows, cols = np.nonzero(prob >= 0.5)
-            m = MASK_BOX_MARGIN_FRAC * max(np.ptp(cols) + 1, np.ptp(rows) + 1)
-            x0, y0, x1, y1 = cols.min() - m, rows.min() - m, cols.max() + m, rows.max() + m
+        elif prob is not None and (box := mask_box(prob >= 0.5)) is not None:
+            x0, y0, x1, y1 = box
+            m = MASK_BOX_MARGIN_FRAC * max(x1 - x0 + 1, y1 - y0 + 1)
+            x0, y0, x1, y1 = x0 - m, y0 - m, x1 + m, y1 + m
         else:
             pos = prompt.points[prompt.labels == 1]
             m = POINT_BOX_MARGIN_FRAC * max(H, W)
@@ -125,9 +128,7 @@ class GrabCutSegmenter(Segmenter):
         bgr = np.ascontiguousarray(img[..., ::-1])
         cv2.grabCut(bgr, gc, None, bgd, fgd, self.iterations, cv2.GC_INIT_WITH_MASK)
         mask = (gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)                 # (H, W)
-        if self.keep_prompted_components:
-            mask = _keep_components_with_points(mask, p)
-        return mask
+        return _keep_components_with_points(mask, p)
 
 
 def _keep_components_with_points(mask: np.ndarray, prompt: Prompt) -> np.ndarray:
@@ -136,9 +137,7 @@ def _keep_components_with_points(mask: np.ndarray, prompt: Prompt) -> np.ndarray
     if len(pos) == 0:
         return mask
     n, lab = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
-    H, W = mask.shape
-    xs = np.clip(np.round(pos[:, 0]).astype(int), 0, W - 1)
-    ys = np.clip(np.round(pos[:, 1]).astype(int), 0, H - 1)
+    xs, ys = pixel_indices(pos, *mask.shape)
     keep = np.unique(lab[ys, xs])
     keep = keep[keep > 0]
     return np.isin(lab, keep) if len(keep) else mask
@@ -148,7 +147,5 @@ def _consistency(mask: np.ndarray, prompt: Prompt) -> float:
     """Fraction of prompt points on the right side of the mask (a crude stand-in for SAM's score)."""
     if len(prompt.points) == 0:
         return float(mask.any())
-    H, W = mask.shape
-    xs = np.clip(np.round(prompt.points[:, 0]).astype(int), 0, W - 1)
-    ys = np.clip(np.round(prompt.points[:, 1]).astype(int), 0, H - 1)
+    xs, ys = pixel_indices(prompt.points, *mask.shape)
     return float(np.mean(mask[ys, xs] == (prompt.labels == 1)))

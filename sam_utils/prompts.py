@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from .errors import PromptError
+from .masks import grow_box, mask_box
 
 # prompts_from_mask defaults (see its docstring).
 MIN_AREA_PX = 25                # a projection smaller than this counts as empty
@@ -178,19 +179,14 @@ def _parse_points(text: str | None, option: str) -> np.ndarray:
 
 
 def parse_cli_prompt(view: int, points: str | None, box: str | None = None,
-                     labels: str | None = None, negative: str | None = None) -> Prompt:
+                     negative: str | None = None) -> Prompt:
     """Prompt from command-line strings (the caller validates it against the image size).
 
-    points   "x,y;x,y"     (--prompt_points; positive unless `labels` says otherwise)
-    labels   "1,0"         (--prompt_labels; optional, one 1/0 per point of `points`)
+    points   "x,y;x,y"     (--prompt_points; object points)
     negative "x,y;x,y"     (--prompt_negative; optional background points)
     box      "x0,y0,x1,y1" (--prompt_box; optional)
     """
     pos = _parse_points(points, "--prompt_points")
-    if labels is not None and labels.strip():
-        lab = np.array(_parse_numbers(labels, len(pos), "--prompt_labels"), dtype=np.int64)
-    else:
-        lab = np.ones(len(pos), np.int64)
     neg = _parse_points(negative, "--prompt_negative")
     b = None if box is None or not box.strip() else np.array(_parse_numbers(box, 4, "--prompt_box"))
     if len(pos) == 0 and b is None:
@@ -198,7 +194,7 @@ def parse_cli_prompt(view: int, points: str | None, box: str | None = None,
                           '(e.g. --prompt_points "412,300") or a box ("x0,y0,x1,y1")')
     pts = np.concatenate([pos, neg]) if len(neg) else pos
     return Prompt(int(view), pts.reshape(-1, 2),
-                  np.concatenate([lab, np.zeros(len(neg), np.int64)]), b)
+                  np.concatenate([np.ones(len(pos), np.int64), np.zeros(len(neg), np.int64)]), b)
 
 
 # ----------------------------------------------------------------------------- from masks
@@ -276,9 +272,6 @@ def prompts_from_mask(prob: np.ndarray, view: int, threshold: float = 0.5, n_pos
         xy = np.stack([cand % W, cand // W], 1).astype(np.float64)
         neg = _farthest_points(xy, n_negative, int(rng.integers(len(cand))))
 
-    rows, cols = np.nonzero(mask)
-    x0, x1, y0, y1 = cols.min(), cols.max(), rows.min(), rows.max()
-    mx, my = box_margin_frac * (x1 - x0 + 1), box_margin_frac * (y1 - y0 + 1)
-    box = np.array([max(x0 - mx, 0), max(y0 - my, 0), min(x1 + mx, W - 1), min(y1 + my, H - 1)])
+    box = grow_box(mask_box(mask), box_margin_frac, H, W)
     labels = np.concatenate([np.ones(len(pos), np.int64), np.zeros(len(neg), np.int64)])
     return Prompt(int(view), np.concatenate([pos, neg]), labels, box)

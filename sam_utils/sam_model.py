@@ -14,8 +14,10 @@ import torch
 
 from .embedding_cache import EmbeddingCache
 from .errors import SamCheckpointError, SegmenterError
+from .masks import mask_box
 from .prompts import Prompt
 from .sam_grid import LOW_RES_SIZE, prob_to_low_res_logits
+from .sam_lib import mobile_sam_registry, resize_longest_side, segment_anything
 from .segmenter import SegResult, Segmenter, check_image
 
 _BASE = "https://dl.fbaipublicfiles.com/segment_anything/"
@@ -72,16 +74,8 @@ def infer_model_type(state: dict) -> str | None:
 
 def _build_empty(model_type: str):
     """Randomly initialised architecture of an official model type (no weights loaded)."""
-    if model_type == "vit_t":
-        try:
-            from mobile_sam import sam_model_registry as mobile_registry
-        except ImportError as e:
-            raise SamCheckpointError(
-                "sam_model_type vit_t (MobileSAM) needs the mobile_sam package: "
-                ".venv/bin/pip install mobilesam-mirror (or use vit_b / vit_l / vit_h)") from e
-        return mobile_registry["vit_t"](checkpoint=None)
-    from segment_anything import sam_model_registry
-    return sam_model_registry[model_type](checkpoint=None)
+    registry = mobile_sam_registry() if model_type == "vit_t" else segment_anything().sam_model_registry
+    return registry[model_type](checkpoint=None)
 
 
 def load_sam(model_type: str, checkpoint, device="cpu"):
@@ -123,38 +117,29 @@ def build_random_sam(model_type: str = "tiny", seed: int = 0):
     if model_type not in RANDOM_MODEL_TYPES:
         raise SegmenterError(f"unknown random SAM type {model_type!r}; "
                              f"choose one of {list(RANDOM_MODEL_TYPES)}")
-    from segment_anything import sam_model_registry
-    from segment_anything.modeling import (ImageEncoderViT, MaskDecoder, PromptEncoder, Sam,
-                                           TwoWayTransformer)
+    sa = segment_anything()
+    arch = sa.modeling
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if model_type != "tiny":
-            return sam_model_registry[model_type](checkpoint=None).eval()
+            return sa.sam_model_registry[model_type](checkpoint=None).eval()
         t = TINY_ENCODER
-        encoder = ImageEncoderViT(
+        encoder = arch.ImageEncoderViT(
             img_size=IMG_SIZE, patch_size=PATCH, embed_dim=t["embed_dim"], depth=t["depth"],
             num_heads=t["num_heads"], mlp_ratio=4.0, out_chans=PROMPT_DIM, qkv_bias=True,
             norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), use_rel_pos=True,
             window_size=t["window_size"], global_attn_indexes=t["global_attn_indexes"])
         grid = IMG_SIZE // PATCH
-        prompt_encoder = PromptEncoder(embed_dim=PROMPT_DIM, image_embedding_size=(grid, grid),
-                                       input_image_size=(IMG_SIZE, IMG_SIZE), mask_in_chans=16)
-        decoder = MaskDecoder(num_multimask_outputs=3, transformer_dim=PROMPT_DIM,
-                              transformer=TwoWayTransformer(depth=2, embedding_dim=PROMPT_DIM,
-                                                            mlp_dim=2048, num_heads=8),
-                              iou_head_depth=3, iou_head_hidden_dim=256)
-        return Sam(encoder, prompt_encoder, decoder).eval()
+        prompt_encoder = arch.PromptEncoder(embed_dim=PROMPT_DIM, image_embedding_size=(grid, grid),
+                                            input_image_size=(IMG_SIZE, IMG_SIZE), mask_in_chans=16)
+        decoder = arch.MaskDecoder(num_multimask_outputs=3, transformer_dim=PROMPT_DIM,
+                                   transformer=arch.TwoWayTransformer(depth=2, embedding_dim=PROMPT_DIM,
+                                                                      mlp_dim=2048, num_heads=8),
+                                   iou_head_depth=3, iou_head_hidden_dim=256)
+        return arch.Sam(encoder, prompt_encoder, decoder).eval()
 
 
 # ----------------------------------------------------------------------------- segmenter
-
-def mask_bbox(mask: np.ndarray) -> np.ndarray | None:
-    """x0,y0,x1,y1 of a (H,W) bool mask's pixels (inclusive), or None when empty."""
-    rows, cols = np.nonzero(mask)
-    if len(rows) == 0:
-        return None
-    return np.array([cols.min(), rows.min(), cols.max(), rows.max()], dtype=np.float64)
-
 
 class SamSegmenter(Segmenter):
     """SAM from cached embeddings. The cascade follows the original (method.md, PerSAM-style):
@@ -168,18 +153,15 @@ class SamSegmenter(Segmenter):
 
     def __init__(self, model, model_type: str, cache: EmbeddingCache, device="cpu",
                  encode_batch_size: int = 1, decode_batch_size: int = DECODE_BATCH,
-                 pad_points: bool = False, first_multimask: bool = False,
-                 final_multimask: bool = True, progress: bool = False):
-        from segment_anything.utils.transforms import ResizeLongestSide
-
+                 pad_points: bool = False, final_multimask: bool = True, progress: bool = False):
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.name = f"sam:{model_type}"
         self.cache = cache
         self.encode_batch_size, self.decode_batch_size = encode_batch_size, decode_batch_size
         self.pad_points, self.progress = pad_points, progress
-        self.first_multimask, self.final_multimask = first_multimask, final_multimask
-        self.transform = ResizeLongestSide(model.image_encoder.img_size)
+        self.final_multimask = final_multimask
+        self.transform = resize_longest_side(model.image_encoder.img_size)
 
     # ---- embeddings
     def embeddings(self, views: list[int], images: list[np.ndarray]) -> list[dict]:
@@ -191,10 +173,8 @@ class SamSegmenter(Segmenter):
 
     def predictor(self, view: int, image: np.ndarray):
         """segment_anything's SamPredictor with this view's cached embedding already set."""
-        from segment_anything import SamPredictor
-
         e = self.embeddings([view], [image])[0]
-        p = SamPredictor(self.model)
+        p = segment_anything().SamPredictor(self.model)
         p.features = e["embedding"].to(self.device, torch.float32)
         p.original_size, p.input_size, p.is_image_set = e["original_size"], e["input_size"], True
         return p
@@ -287,12 +267,12 @@ class SamSegmenter(Segmenter):
         none = [None] * len(entries)
         if not cascade:
             return [self._best(o) for o in self._decode(entries, prompts, none, False)]
-        step1 = [self._best(o) for o in self._decode(entries, prompts, none, self.first_multimask)]
+        step1 = [self._best(o) for o in self._decode(entries, prompts, none, False)]
         step2 = [self._best(o) for o in self._decode(entries, prompts,
                                                      [r.low_res_logits for r in step1], True)]
         boxed = [i for i, r in enumerate(step2) if r.mask.any()]
         if boxed:
-            p3 = [Prompt(prompts[i].view, prompts[i].points, prompts[i].labels, mask_bbox(step2[i].mask))
+            p3 = [Prompt(prompts[i].view, prompts[i].points, prompts[i].labels, mask_box(step2[i].mask))
                   for i in boxed]
             step3 = self._decode([entries[i] for i in boxed], p3,
                                  [step2[i].low_res_logits for i in boxed], self.final_multimask)

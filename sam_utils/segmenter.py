@@ -1,19 +1,19 @@
-"""The segmenter interface (prompt -> mask on one view) and its factory.
+"""The segmenter interface (prompt -> mask on one view) and the checks every backend shares.
 
-Backends: "sam" (Segment Anything, sam_model.py; the method's segmenter) and "grabcut"
-(grabcut.py; a weight-free fallback for machines without a SAM checkpoint).
+Backends (sam_model.py, grabcut.py) import only this module; sam_utils/segmenters.py builds them by name.
 """
 from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from .errors import PromptError, SegmenterError
 from .prompts import Prompt
+from .sam_grid import LOW_RES_SIZE, low_res_logits_to_image
 
-SEGMENTER_KINDS = ("sam", "grabcut")
 MIN_MASK_PIXELS = 16      # check_nonempty's default: fewer pixels than this is "empty"
 
 
@@ -80,8 +80,6 @@ def mask_input_to_prob(mask_input: np.ndarray, H: int, W: int) -> np.ndarray:
     (256,256) or (1,256,256) arrays on a non-256x256 image are SAM low-res logits; other arrays
     are resized to (H,W); values outside [0,1] are taken as logits.
     """
-    from .sam_grid import LOW_RES_SIZE, low_res_logits_to_image
-
     m = np.asarray(mask_input, np.float32)
     m = m.reshape(m.shape[-2:]) if m.ndim == 3 and m.shape[0] == 1 else m
     if m.ndim != 2:
@@ -89,24 +87,8 @@ def mask_input_to_prob(mask_input: np.ndarray, H: int, W: int) -> np.ndarray:
     if m.shape == (LOW_RES_SIZE, LOW_RES_SIZE) and (H, W) != m.shape:
         return 1.0 / (1.0 + np.exp(-low_res_logits_to_image(m, H, W)))
     if m.shape != (H, W):
-        import cv2
         m = cv2.resize(m, (W, H), interpolation=cv2.INTER_LINEAR)
     if m.min() < 0.0 or m.max() > 1.0:
         m = 1.0 / (1.0 + np.exp(-m))
     return m
 
-
-def build_segmenter(kind: str, *, sam_model_type: str | None = None, sam_checkpoint=None,
-                    device: str = "cpu", cache_dir=None, **kw) -> Segmenter:
-    """Segmenter by name. kind "sam": sam_model_type (default vit_h) + sam_checkpoint; the type
-    "tiny" needs no checkpoint and is RANDOM (tests/benchmarks only). cache_dir: the embedding
-    cache root (<data_dir>/sam_feat), None = in memory. kind "grabcut": kw go to GrabCutSegmenter.
-    """
-    if kind == "grabcut":
-        from .grabcut import GrabCutSegmenter
-        return GrabCutSegmenter(**kw)
-    if kind == "sam":
-        from .sam_model import build_sam_segmenter
-        return build_sam_segmenter(sam_model_type or "vit_h", sam_checkpoint, device=device,
-                                   cache_dir=cache_dir, **kw)
-    raise SegmenterError(f"unknown segmenter {kind!r}; choose one of {list(SEGMENTER_KINDS)}")

@@ -160,17 +160,17 @@ def test_parse_cli_prompt():
     p = parse_cli_prompt(2, "10,20; 30,40", box="1,2,50,60", negative="5,5")
     assert p.view == 2 and p.points.tolist() == [[10, 20], [30, 40], [5, 5]]
     assert p.labels.tolist() == [1, 1, 0] and p.box.tolist() == [1, 2, 50, 60]
-    q = parse_cli_prompt(0, "10,20;30,40", box=None, labels="1,0")
-    assert q.labels.tolist() == [1, 0] and q.box is None
+    q = parse_cli_prompt(0, "10,20;30,40", box=None)
+    assert q.labels.tolist() == [1, 1] and q.box is None
     assert parse_cli_prompt(0, None, box="0,0,9,9").points.shape == (0, 2)
 
 
-@pytest.mark.parametrize("points,box,labels,bad", [
+@pytest.mark.parametrize("points,box,negative,bad", [
     ("10;20", None, None, "'10'"), ("10,20", "1,2,3", None, "'1,2,3'"),
-    ("a,b", None, None, "'a,b'"), ("10,20;30,40", None, "1", "'1'"), (None, None, None, "at least one")])
-def test_parse_cli_prompt_errors_quote_the_text(points, box, labels, bad):
+    ("a,b", None, None, "'a,b'"), ("10,20", None, "5", "'5'"), (None, None, None, "at least one")])
+def test_parse_cli_prompt_errors_quote_the_text(points, box, negative, bad):
     with pytest.raises(PromptError, match=bad):
-        parse_cli_prompt(0, points, box=box, labels=labels)
+        parse_cli_prompt(0, points, box=box, negative=negative)
 
 
 @pytest.mark.parametrize("prompt,match", [

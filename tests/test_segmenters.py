@@ -12,13 +12,15 @@ from sam_utils.errors import PromptError, SamCheckpointError, SegmenterError
 from sam_utils.grabcut import GrabCutSegmenter
 from sam_utils.prompts import Prompt, load_prompt_file, prompts_from_mask
 from sam_utils.sam_model import SAM_FILE_SIZES, SAM_URLS, SamSegmenter, load_sam
-from sam_utils.segmenter import SegResult, build_segmenter, check_nonempty
+from sam_utils.segmenter import SegResult, check_nonempty
+from sam_utils.segmenters import build_segmenter
 
 ROOT = Path(__file__).resolve().parents[1]
 SCAN = "data/dtu_scan65"
 REAL_VIEWS = [0, 12, 24, 36, 48]
-# Observed (200x150, prompts from the GT mask): 0.983 0.988 0.980 0.798 0.934, mean 0.937.
+# Observed (200x150, prompts from the GT mask, crop_margin 0.2): 0.983 0.987 0.980 0.798 0.931, mean 0.936.
 REAL_MEAN_IOU_MIN, REAL_VIEW_IOU_MIN = 0.90, 0.70
+CONF_GRABCUT = dict(crop_margin=0.2, workers=0)   # confs/synthetic.conf nto3d.grabcut
 
 
 def _iou(a, b):
@@ -39,13 +41,22 @@ def _textured_disc(H=120, W=160, seed=0):
 def test_unknown_kind_lists_choices():
     with pytest.raises(SegmenterError, match=r"'sam', 'grabcut'"):
         build_segmenter("magic")
+    with pytest.raises(SegmenterError, match="sam_model_type"):
+        build_segmenter("sam")
+
+
+def test_grabcut_settings_come_from_the_conf():
+    """crop_margin and workers have no code defaults (the conf's nto3d.grabcut holds them)."""
+    for missing in ("crop_margin", "workers"):
+        with pytest.raises(TypeError, match=missing):
+            GrabCutSegmenter(**{k: v for k, v in CONF_GRABCUT.items() if k != missing})
 
 
 # ----------------------------------------------------------------------------- GrabCut
 
 def test_grabcut_synthetic_disc():
     img, disc = _textured_disc()
-    seg = build_segmenter("grabcut")
+    seg = build_segmenter("grabcut", **CONF_GRABCUT)
     assert seg.name == "grabcut"
     r = seg.predict(0, img, Prompt(0, [[85, 58]], [1], [40, 15, 130, 100]))
     assert r.mask.shape == disc.shape and r.mask.dtype == bool
@@ -55,9 +66,10 @@ def test_grabcut_synthetic_disc():
 
 def test_grabcut_point_only_and_mask_input():
     img, disc = _textured_disc(seed=1)
-    seg = GrabCutSegmenter()
-    r = seg.predict(0, img, Prompt(0, [[85, 58]], [1]))                 # box grown around the point
+    whole = GrabCutSegmenter(crop_margin=0.0, workers=1)                # see the xfail test below
+    r = whole.predict(0, img, Prompt(0, [[85, 58]], [1]))               # box grown around the point
     assert _iou(r.mask, disc) >= 0.85
+    seg = GrabCutSegmenter(**CONF_GRABCUT)
     prior = cv2.GaussianBlur(disc.astype(np.float32), (0, 0), 3)
     r2 = seg.predict(0, img, Prompt(0, [[85, 58]], [1]), mask_input=prior)
     assert _iou(r2.mask, disc) >= 0.9
@@ -67,11 +79,19 @@ def test_grabcut_point_only_and_mask_input():
     assert _iou(r3.mask, disc) >= 0.9
 
 
+@pytest.mark.xfail(strict=True, reason="known weakness: one point and no box at the conf's crop_margin "
+                   "(the crop around the point's grown box leaves too little background: IoU ~0.02)")
+def test_grabcut_single_point_at_conf_crop_margin():
+    img, disc = _textured_disc(seed=1)
+    r = GrabCutSegmenter(**CONF_GRABCUT).predict(0, img, Prompt(0, [[85, 58]], [1]))
+    assert _iou(r.mask, disc) >= 0.85
+
+
 def test_grabcut_downscales_large_images():
     img, disc = _textured_disc()
     big = cv2.resize(img, (640, 480), interpolation=cv2.INTER_NEAREST)
     big_disc = cv2.resize(disc.astype(np.uint8), (640, 480), interpolation=cv2.INTER_NEAREST) > 0
-    r = GrabCutSegmenter(max_side=160).predict(0, big, Prompt(0, [[340, 232]], [1], [160, 60, 520, 400]))
+    r = GrabCutSegmenter(max_side=160, **CONF_GRABCUT).predict(0, big, Prompt(0, [[340, 232]], [1], [160, 60, 520, 400]))
     assert r.mask.shape == (480, 640) and _iou(r.mask, big_disc) >= 0.9
 
 
@@ -92,8 +112,8 @@ def test_grabcut_crop_keeps_thin_parts():
     img, obj = _small_object_with_arm()
     arm = obj & ~((np.mgrid[:600, :800][1] - 400) ** 2 + (np.mgrid[:600, :800][0] - 300) ** 2 <= 37 ** 2)
     p = Prompt(0, [[400, 300], [400, 200]], [1, 0], [360, 260, 475, 340])
-    whole = GrabCutSegmenter(crop_margin=0.0).predict(0, img, p).mask
-    crop = GrabCutSegmenter(crop_margin=0.2).predict(0, img, p).mask
+    whole = GrabCutSegmenter(crop_margin=0.0, workers=1).predict(0, img, p).mask
+    crop = GrabCutSegmenter(crop_margin=0.2, workers=1).predict(0, img, p).mask
     assert crop.shape == obj.shape and not crop[:200].any()        # pasted back, nothing off the crop
     assert _iou(crop, obj) >= 0.97 and (crop & arm).sum() >= 0.9 * arm.sum()
     assert _iou(crop, obj) > _iou(whole, obj) + 0.03
@@ -109,7 +129,7 @@ def test_grabcut_threads_give_the_sequential_answers():
     par = GrabCutSegmenter(crop_margin=0.2, workers=3).predict_views(list(range(4)), imgs, prompts, cascade=True)
     assert all((a.mask == b.mask).all() and a.score == b.score for a, b in zip(seq, par))
     with pytest.raises(SegmenterError, match="4 views, 3 images"):
-        GrabCutSegmenter(workers=2).predict_views(list(range(4)), imgs[:3], prompts)
+        GrabCutSegmenter(crop_margin=0.2, workers=2).predict_views(list(range(4)), imgs[:3], prompts)
 
 
 def test_prompt_shifted_onto_a_crop():
@@ -132,7 +152,7 @@ def _real_view(shared_dir, v, size=None):
 
 def test_grabcut_real_scan_segmenter_alone(shared_dir):
     """Prompts from each view's GT mask (the 'segmenter alone' setting), 200x150."""
-    seg, ious = GrabCutSegmenter(), []
+    seg, ious = GrabCutSegmenter(**CONF_GRABCUT), []
     views = [_real_view(shared_dir, v, (200, 150)) for v in REAL_VIEWS]
     results = seg.predict_views(REAL_VIEWS, [im for im, _ in views],
                                 [prompts_from_mask(gt.astype(np.float32), v, rng=0)
@@ -147,7 +167,7 @@ def test_grabcut_real_user_click(shared_dir):
     img, gt = _real_view(shared_dir, 0)
     p = load_prompt_file(shared_dir / SCAN / "anno_box.json", view=0)
     p.validate(*gt.shape, source="anno_box.json")
-    r = check_nonempty(GrabCutSegmenter().predict(0, img, p), view=0, source="anno_box.json")
+    r = check_nonempty(GrabCutSegmenter(**CONF_GRABCUT).predict(0, img, p), view=0, source="anno_box.json")
     assert _iou(r.mask, gt) >= 0.95
 
 
