@@ -3,7 +3,8 @@
 Sources, in the order `choose_sphere` tries them:
   user      --sphere / --box, in the source's world units
   masks     visual hull of the object masks (carved on a voxel grid)
-  points    sparse SfM points inside most views' frusta (outliers trimmed)
+  points    sparse points inside most views' frusta (outliers trimmed): SfM's, or for sources
+            without any, matches triangulated with the known cameras (triangulate.py)
   bounds    forward-facing (LLFF): every view's frustum between its near/far bounds
   look-at   the point the optical axes converge to; radius: the sphere most views see whole
 Cameras are arrays: K (N, 3, 3), R (N, 3, 3), t (N, 3), size (W, H), all at the output resolution.

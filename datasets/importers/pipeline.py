@@ -243,7 +243,8 @@ def import_scene(src, out, fmt: str = "auto", *, downscale: float = 1.0, views: 
                   "names": [v.name for v in scene.views], "masks": masks is not None,
                   "sphere": {"centre": sph.centre.tolist(), "radius": sph.radius,
                              "method": sph.method, "detail": sph.detail},
-                  "notes": scene.notes, "warnings": notes}
+                  "notes": [n.replace(str(staging), str(out)) for n in scene.notes],
+                  "warnings": notes}
         (staging / "import_report.json").write_text(json.dumps(report, indent=1))
         _replace_dir(staging, out)
     except BaseException:
