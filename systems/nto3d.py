@@ -15,7 +15,8 @@ import torch
 from sam_utils.lifting import MaskStore, final_masks, run_round, save_round
 from sam_utils.masks import mask_iou, pack_masks, unpack_masks
 from sam_utils.prompts import Prompt, load_prompt_file
-from sam_utils.segmenter import Segmenter, build_segmenter, check_nonempty
+from sam_utils.segmenter import Segmenter, check_nonempty
+from sam_utils.segmenters import build_segmenter
 from systems.config import ConfigError
 from systems.pipeline import Pipeline
 from systems.projection import load_gt_masks, project_views
