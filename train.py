@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from systems.runner import run
+from systems.runner import KNOWN_ERRORS, run
+
+PROMPT_OPTIONS = ("--prompt_points", "--prompt_negative", "--prompt_box")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -24,11 +26,32 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--sam_checkpoint", default=None, help="SAM checkpoint file (overrides nto3d.sam.checkpoint)")
     p.add_argument("--override", action="append", default=[],
                    help="extra HOCON line(s), e.g. --override 'train.max_iters = 500'")
-    return p.parse_args(argv)
+    p.add_argument("--debug", action="store_true", help="show the traceback of known errors too")
+    return p.parse_args(_join_prompt_values(sys.argv[1:] if argv is None else list(argv)))
+
+
+def _join_prompt_values(argv: list[str]) -> list[str]:
+    """'--prompt_points -5,20' -> '--prompt_points=-5,20': argparse would take '-5,20' for an option."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] in PROMPT_OPTIONS and i + 1 < len(argv):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
 
 
 def main(argv=None) -> int:
-    return run(parse_args(argv))
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except KNOWN_ERRORS as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

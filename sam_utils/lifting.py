@@ -30,7 +30,8 @@ from .segmenter import Segmenter
 class SegmenterTrust:
     """How far to trust one segmenter's answers (conf: nto3d.lifting.per_segmenter.<kind>)."""
 
-    accept_iou: float        # accept an answer when IoU(answer, projection) >= this
+    accept_iou: float        # accept an answer when IoU(answer, projection) >= this (on known pixels)
+    min_recall: float        # ... and it covers this much of the projection's known target (not a part of it)
     negative_weight: float   # an accepted mask's background pixels count this many times its target pixels
 
 
@@ -46,6 +47,9 @@ class LiftingSettings:
     cascade: bool            # SAM's points -> mask_input -> box cascade (method.md)
     render_level: int        # round projections rendered at 1/level, upsampled
     final_render_level: int  # the lifted masks (target-stage supervision) at 1/level
+    depth_tol: float         # a view sees a surface point when its depth agrees within this (relative)
+    prompt_weight: float     # votes of the prompt view's target pixels (its intent is not voted out)
+    hull_margin: float       # the prompt's visual hull: its mask grown by this (its size) a side
     per_segmenter: dict[str, SegmenterTrust]
 
 
@@ -96,11 +100,30 @@ def final_masks(projections: np.ndarray, threshold: float) -> np.ndarray:
     return projections >= threshold
 
 
+MIN_KNOWN_FRACTION = 0.3   # below this known fraction (of answer | projection) an answer is judged on the prior
+
+
+def agreement(mask: np.ndarray, proj: np.ndarray, known: np.ndarray | None) -> tuple[float, float, float]:
+    """(IoU, recall of the projection's target, known fraction of their union), on known pixels only:
+    surface no accepted view has seen is no evidence for or against an answer."""
+    if known is None:
+        known = np.ones_like(mask)
+    m, p = mask & known, proj & known
+    union = mask | proj
+    inter = float((m & p).sum())
+    frac = float((union & known).sum() / max(union.sum(), 1))
+    return mask_iou(m, p), inter / max(float(p.sum()), 1.0) if p.any() else 1.0, frac
+
+
 def run_round(store: MaskStore, projections: np.ndarray, images: list[np.ndarray], segmenter: Segmenter,
               settings: LiftingSettings, trust: SegmenterTrust, prompt_view: int, seed: int = 0,
-              gt_masks: np.ndarray | None = None) -> dict:
+              gt_masks: np.ndarray | None = None, known: np.ndarray | None = None) -> dict:
     """One lifting round over every view but the prompt view. projections (N,H,W) in [0,1].
 
+    known (N,H,W) bool: pixels whose projected label rests on evidence (surface_votes.py); None = all.
+    An answer is accepted when, on known pixels, it agrees with the projection (IoU >= accept_iou) and
+    covers its target (recall >= min_recall: a part is not the whole); where less than
+    MIN_KNOWN_FRACTION of it is known, it is judged on every pixel (the projection's prior there).
     Returns (and appends to store.history) a report with per-view IoUs, acceptance and the mean
     change of the lifted masks since the previous round.
     """
@@ -119,14 +142,16 @@ def run_round(store: MaskStore, projections: np.ndarray, images: list[np.ndarray
 
     per_view: dict[int, dict] = {}
     for v, prompt, res in zip(views, prompts, results):
-        iou_proj = mask_iou(res.mask, proj_masks[v])
-        accept = iou_proj >= trust.accept_iou
+        iou_proj, recall, known_frac = agreement(res.mask, proj_masks[v], None if known is None else known[v])
+        if known_frac < MIN_KNOWN_FRACTION:
+            iou_proj, recall, _ = agreement(res.mask, proj_masks[v], None)
+        accept = iou_proj >= trust.accept_iou and recall >= trust.min_recall
         if accept:
             store.masks[v] = res.mask
             store.source[v], store.round_of[v] = "segmenter", round_idx
         store.accepted[v] = accept
-        per_view[v] = {"iou_projection": iou_proj, "accepted": bool(accept), "score": float(res.score),
-                       "prompt": prompt.to_dict()}
+        per_view[v] = {"iou_projection": iou_proj, "recall_projection": recall, "known_fraction": known_frac,
+                       "accepted": bool(accept), "score": float(res.score), "prompt": prompt.to_dict()}
         if gt_masks is not None:
             per_view[v]["iou_gt_segmenter"] = mask_iou(res.mask, gt_masks[v])
     for v in no_prompt:
@@ -145,6 +170,7 @@ def run_round(store: MaskStore, projections: np.ndarray, images: list[np.ndarray
     store.converged = bool(store.accepted.sum() > 1) and mean_change < settings.converge_eps
     report = {"round": round_idx, "mean_change": mean_change, "n_accepted": int(store.accepted.sum()),
               "n_candidates": len(views) + len(no_prompt), "converged": store.converged,
+              "prompt_agreement": mask_iou(proj_masks[prompt_view], store.masks[prompt_view]),
               "views": {str(k): per_view[k] for k in sorted(per_view)}}
     if gt_masks is not None:
         ious = [per_view[v]["iou_gt_lifted"] for v in range(n)]

@@ -65,9 +65,12 @@ class Prompt:
         return Prompt(self.view, f(self.points), self.labels.copy(),
                       None if self.box is None else f(self.box))
 
-    def validate(self, height: int, width: int, source: str) -> "Prompt":
-        """Raise PromptError (naming `source`) unless the prompt is usable on an HxW image."""
+    def validate(self, height: int, width: int, source: str, n_views: int | None = None) -> "Prompt":
+        """Raise PromptError (naming `source`) unless the prompt is usable on an HxW image of a scene of
+        n_views views. Every prompt, from a file, the command line or the web app, is checked here."""
         where = f"{source} (view {self.view}, image {width}x{height})"
+        if n_views is not None and not 0 <= self.view < n_views:
+            raise PromptError(f"{source}: view {self.view} does not exist; the scene has views 0..{n_views - 1}")
         if len(self.labels) != len(self.points):
             raise PromptError(f"{where}: {len(self.points)} points but {len(self.labels)} labels; "
                               "give one label (1 = object, 0 = background) per point")

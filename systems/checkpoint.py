@@ -1,4 +1,10 @@
-"""Atomic checkpoints that hold everything needed to resume, RNG state included."""
+"""Atomic checkpoints that hold everything needed to resume, RNG state included.
+
+Checkpoints are loaded with `torch.load(weights_only=True)`: a file passed around between people
+can never run code. What we save is therefore made of tensors and plain Python values only;
+numpy arrays (RNG state, packed masks) travel as tensors tagged by `encode` and come back as numpy
+arrays through `decode`.
+"""
 from __future__ import annotations
 
 import os
@@ -64,17 +70,64 @@ def list_checkpoints(folder: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+NDARRAY = "__ndarray__"
+
+
+def encode(obj):
+    """Nested dicts/lists/tuples with numpy arrays and scalars -> the same with tensors and Python scalars."""
+    if isinstance(obj, np.ndarray):
+        return {NDARRAY: torch.from_numpy(np.ascontiguousarray(obj)), "dtype": str(obj.dtype)}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {k: encode(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(encode(v) for v in obj)
+    return obj
+
+
+def decode(obj):
+    """Inverse of encode (tagged tensors -> numpy arrays, on the CPU)."""
+    if isinstance(obj, dict):
+        if NDARRAY in obj:
+            return obj[NDARRAY].cpu().numpy().astype(obj["dtype"], copy=False)
+        return {k: decode(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(decode(v) for v in obj)
+    return obj
+
+
 def save_checkpoint(folder: Path, iteration: int, state: dict, keep: int) -> Path:
     path = Path(folder) / f"ckpt_{iteration:06d}.pth"
-    atomic_torch_save(state, path)
+    atomic_torch_save(encode(state), path)
     for old in list_checkpoints(folder)[:-keep] if keep > 0 else []:
         old.unlink()
     return path
 
 
+def load_checkpoint(path: Path, map_location) -> dict:
+    """One checkpoint, loaded without executing anything in it; CheckpointError names the file."""
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError or EOFError depending on the damage
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = (" -- it was written by an older version (checkpoint layout 1, raw numpy objects): retrain, "
+                "or resume it with the commit that wrote it" if "numpy" in str(exc) else "")
+        raise CheckpointError(f"{path}: not a checkpoint this code can load safely ({first[:300]}){hint}") from exc
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"{path}: not an NTO3D training checkpoint (no 'model' entry)")
+    return decode(state)
+
+
 def load_latest(folder: Path, map_location) -> dict | None:
+    """The newest loadable checkpoint; an unreadable newest one (a crash, a truncated copy) is reported and the
+    previous one is used. None when the folder holds no checkpoint."""
     ckpts = list_checkpoints(folder)
-    if not ckpts:
-        return None
-    # our own files: they carry numpy RNG state, so full unpickling is needed
-    return torch.load(ckpts[-1], map_location=map_location, weights_only=False)
+    for i, path in enumerate(reversed(ckpts)):
+        try:
+            return load_checkpoint(path, map_location)
+        except CheckpointError as exc:
+            if i == len(ckpts) - 1:
+                raise
+            print(f"[resume] WARNING: {exc}; falling back to the previous checkpoint")
+    return None

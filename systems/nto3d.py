@@ -9,19 +9,25 @@ from __future__ import annotations
 import json
 import time
 
+import cv2
 import numpy as np
 import torch
 
 from sam_utils.lifting import MaskStore, final_masks, run_round, save_round
-from sam_utils.masks import mask_iou, pack_masks, unpack_masks
+from sam_utils.masks import mask_box, mask_iou, pack_masks, unpack_masks
+from sam_utils.errors import PromptError
 from sam_utils.prompts import Prompt, load_prompt_file
 from sam_utils.segmenter import Segmenter, check_nonempty
 from sam_utils.segmenters import build_segmenter
 from systems.config import ConfigError
 from systems.pipeline import Pipeline
-from systems.projection import load_gt_masks, project_views
+from sam_utils.surface_votes import SurfaceVotes
+from systems.projection import (downsample_masks, load_gt_masks, project_views, projection_matrices, upsample)
 from systems.stages import INSTANCE, LiftStage, LossWeights, TargetStage
 from systems.trainer import Segment
+
+
+PROMPT_AGREEMENT_WARN = 0.8   # warn when the prompt view's lifted mask agrees less than this with the prompt's
 
 
 class NTO3DPipeline(Pipeline):
@@ -79,9 +85,13 @@ class NTO3DPipeline(Pipeline):
             p, source = self.prompt_override, "--prompt_points/--prompt_box"
         else:
             path = ds.data_dir / self.n.prompt_file
+            if not path.is_file():
+                raise PromptError(f"prompt file {path} not found (conf key nto3d.prompt_file = "
+                                  f"{self.n.prompt_file!r}): write one, or click with --prompt_points \"x,y\"")
             p, source = load_prompt_file(path), str(path)
-        scale = ds.W / ds.full_size[1]  # prompts are in full-resolution pixels
-        return p.scaled(scale).validate(ds.H, ds.W, source), source
+        full_h, full_w = ds.full_size     # prompts are in full-resolution pixels
+        p.validate(full_h, full_w, source, ds.n_images)
+        return p.scaled(ds.W / full_w).validate(ds.H, ds.W, source), source
 
     def _weights(self, mask_weight: float) -> LossWeights:
         return LossWeights(color=self.weights.color, eikonal=self.weights.eikonal, mask=mask_weight,
@@ -103,6 +113,29 @@ class NTO3DPipeline(Pipeline):
         proj = project_views(self.model, self.dataset, level, self.s.validate.render_chunk)
         self._tick("projection", t0)
         return proj
+
+    def _votes(self, level: int) -> tuple[np.ndarray, np.ndarray]:
+        """The accepted masks carried over the rendered surface (surface_votes.py) at 1/level:
+        (probability, known) per view, upsampled to the full size."""
+        t0 = time.time()
+        ds, s = self.dataset, self.n.lifting
+        _, points, valid = project_views(self.model, ds, level, self.s.validate.render_chunk, surface=True)
+        n, h, w = valid.shape
+        votes = SurfaceVotes(torch.from_numpy(points).to(ds.device), torch.from_numpy(valid).to(ds.device),
+                             projection_matrices(ds), (ds.H, ds.W), s.depth_tol)
+        masks = downsample_masks(self.store.masks, h, w)
+        pv = self.store.prompt_view
+        prompt = masks[pv].astype(np.uint8)
+        box = mask_box(prompt)
+        grow = 0 if box is None else int(round(s.hull_margin * max(box[2] - box[0] + 1, box[3] - box[1] + 1)))
+        hull = cv2.dilate(prompt, np.ones((2 * grow + 1,) * 2, np.uint8)) > 0
+        protected = cv2.erode(prompt, np.ones((3, 3), np.uint8)) > 0
+        prob, known = votes.vote(masks, self.store.accepted, self.trust.negative_weight, pv, s.prompt_weight,
+                                 protected, hull)
+        prob = np.stack([upsample(p, ds.H, ds.W) for p in prob])
+        known = np.stack([upsample(k, ds.H, ds.W, nearest=True) for k in known])
+        self._tick("votes", t0)
+        return prob, known
 
     # ------------------------------------------------------------ phases
     def next_segment(self, iteration: int) -> Segment | None:
@@ -156,10 +189,10 @@ class NTO3DPipeline(Pipeline):
 
     def _round(self, iteration: int) -> None:
         s = self.n.lifting
-        proj = self._project(s.render_level)
+        proj, known = self._votes(s.render_level)
         t0 = time.time()
         report = run_round(self.store, proj, self.images, self.segmenter(), s, self.trust, self.store.prompt_view,
-                           seed=iteration, gt_masks=self.gt)
+                           seed=iteration, gt_masks=self.gt, known=known)
         self._tick("segmenter", t0)
         save_round(self.exp_dir / "masks", self.store, report, self.images, proj, s.proj_threshold)
         msg = (f"[lift] round {report['round']}: accepted {report['n_accepted']}/{report['n_candidates']} "
@@ -170,13 +203,27 @@ class NTO3DPipeline(Pipeline):
         self.stage.set_masks(self.store.masks, self.store.accepted)
 
     def _finish_lift(self, iteration: int) -> None:
-        level = self.n.lifting.final_render_level
-        self.final = final_masks(self._project(level), self.n.lifting.proj_threshold)
+        s = self.n.lifting
+        level = s.final_render_level
+        self.final = final_masks(self._project(level), s.proj_threshold)
+        voted = final_masks(self._votes(level)[0], s.proj_threshold)
+        pv = self.store.prompt_view
+        entry = {"final": True, "render_level": level,
+                 "prompt_agreement": mask_iou(self.final[pv], self.store.masks[pv]),
+                 "votes_prompt_agreement": mask_iou(voted[pv], self.store.masks[pv])}
+        if entry["prompt_agreement"] < PROMPT_AGREEMENT_WARN:
+            print(f"[lift] WARNING: the lifted mask of the prompt view agrees with your prompt's mask only "
+                  f"{entry['prompt_agreement']:.2f} (IoU): the result may be a part of the target; see "
+                  f"{self.exp_dir / 'masks'}")
         if self.gt is not None:
-            ious = [mask_iou(m, g) for m, g in zip(self.final, self.gt)]
-            self.store.history.append({"final": True, "iou_gt": ious, "iou_gt_mean": float(np.mean(ious)),
-                                       "iou_gt_worst": float(np.min(ious)), "render_level": level})
-            print(f"[lift] lifted masks (level {level}): IoU vs gt mean {np.mean(ious):.3f} worst {np.min(ious):.3f}")
+            for key, masks in (("", self.final), ("votes_", voted)):
+                ious = [mask_iou(m, g) for m, g in zip(masks, self.gt)]
+                entry.update({f"{key}iou_gt": ious, f"{key}iou_gt_mean": float(np.mean(ious)),
+                              f"{key}iou_gt_worst": float(np.min(ious))})
+            print(f"[lift] lifted masks (level {level}): IoU vs gt mean {entry['iou_gt_mean']:.3f} worst "
+                  f"{entry['iou_gt_worst']:.3f}; surface votes {entry['votes_iou_gt_mean']:.3f} / "
+                  f"{entry['votes_iou_gt_worst']:.3f}")
+        self.store.history.append(entry)
         self.meshes.write("scene", self.model.sdf.sdf, iteration)
         self.phase, self.phase_start = "target", iteration
         self.stage = self._stage_for("target")

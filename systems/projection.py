@@ -12,11 +12,20 @@ from systems.outputs import render_chunked
 from systems.stages import INSTANCE
 
 
+SURFACE_OPACITY = 0.5   # a rendered pixel shows surface when its opacity reaches this
+
+
 @torch.no_grad()
-def project_views(model, dataset: DTUDataset, resolution_level: int, chunk: int) -> np.ndarray:
-    """(N,H,W) float32 target probability per view: rendered at 1/level, upsampled to the full size."""
+def project_views(model, dataset: DTUDataset, resolution_level: int, chunk: int, surface: bool = False):
+    """(N,H,W) float32 target probability per view: rendered at 1/level, upsampled to the full size.
+
+    surface=True also returns the rendered surface at 1/level: points (N,h,w,3) in unit coordinates
+    (float64) and valid (N,h,w) bool (opacity >= SURFACE_OPACITY), for surface_votes.SurfaceVotes.
+    """
     ds = dataset
     out = np.empty((ds.n_images, ds.H, ds.W), np.float32)
+    points, valid = [], []
+    keys = (INSTANCE, "depth", "opacity") if surface else (INSTANCE,)
     model.eval()
 
     def fn(o, d, near, far):
@@ -25,11 +34,40 @@ def project_views(model, dataset: DTUDataset, resolution_level: int, chunk: int)
     for v in range(ds.n_images):
         rays = ds.rays_at(v, resolution_level)
         h, w = rays["rays_o"].shape[:2]
-        r = render_chunked(fn, rays["rays_o"].reshape(-1, 3), rays["rays_d"].reshape(-1, 3), chunk, (INSTANCE,))
+        o, d = rays["rays_o"].reshape(-1, 3), rays["rays_d"].reshape(-1, 3)
+        r = render_chunked(fn, o, d, chunk, keys)
         prob = r[INSTANCE].reshape(h, w).numpy()
-        out[v] = cv2.resize(prob, (ds.W, ds.H), interpolation=cv2.INTER_LINEAR) if (h, w) != (ds.H, ds.W) else prob
+        out[v] = upsample(prob, ds.H, ds.W)
+        if surface:
+            pts = o.double().cpu() + d.double().cpu() * r["depth"].double()
+            points.append(pts.reshape(h, w, 3).numpy())
+            valid.append((r["opacity"] >= SURFACE_OPACITY).reshape(h, w).numpy())
     model.train()
-    return out
+    return (out, np.stack(points), np.stack(valid)) if surface else out
+
+
+def upsample(grid: np.ndarray, height: int, width: int, nearest: bool = False) -> np.ndarray:
+    """(h,w) -> (height,width): bilinear (nearest for masks), pixel centres onto pixel centres."""
+    if grid.shape == (height, width):
+        return grid
+    interp = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
+    return cv2.resize(grid.astype(np.float32) if not nearest else grid.astype(np.uint8), (width, height),
+                      interpolation=interp).astype(grid.dtype)
+
+
+def downsample_masks(masks: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(N,H,W) bool -> (N,height,width) bool: a cell is set when at least half of it is."""
+    if masks.shape[1:] == (height, width):
+        return masks
+    return np.stack([cv2.resize(m.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA) >= 0.5
+                     for m in masks])
+
+
+def projection_matrices(ds: DTUDataset) -> np.ndarray:
+    """(N,3,4) unit coordinates -> the dataset's pixels: K [R | t] from intrinsics and poses."""
+    K = ds.intrinsics[:, :3, :3].double().cpu().numpy()
+    w2c = np.linalg.inv(ds.poses.double().cpu().numpy())[:, :3, :]
+    return K @ w2c
 
 
 def load_gt_masks(ds, rel_dir: str) -> np.ndarray | None:

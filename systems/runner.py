@@ -8,15 +8,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from datasets.dtu import DatasetError
+from sam_utils.errors import PromptError, SamCheckpointError, SegmenterError
 from sam_utils.prompts import Prompt, parse_cli_prompt
 from systems.builders import build_dataset, build_model, build_optimizer
-from systems.config import Conf
+from systems.checkpoint import CheckpointError
+from systems.config import Conf, ConfigError
 from systems.distill import build_feature_distiller
 from systems.nto3d import NTO3DPipeline
 from systems.pipeline import CosAnneal, Pipeline, ScenePipeline
 from systems.settings import load_settings
 from systems.stages import RaySampler
-from systems.trainer import Trainer
+from systems.trainer import Trainer, TrainingDiverged
+
+# errors whose message says what is wrong and how to fix it: the command line prints the message alone
+KNOWN_ERRORS = (ConfigError, DatasetError, PromptError, SegmenterError, SamCheckpointError, CheckpointError,
+                TrainingDiverged, FileNotFoundError)
 
 
 @dataclass
@@ -50,7 +57,7 @@ def build_run(conf: Conf, device: torch.device, is_continue: bool = False, promp
     np.random.seed(s.general.seed)
     dataset = build_dataset(s.dataset, device)
     if s.train.mask_weight > 0 and dataset.masks is None:
-        raise ValueError(f"train.mask_weight > 0 in {conf.source} but {dataset.data_dir}/mask/ is "
+        raise ConfigError(f"train.mask_weight > 0 in {conf.source} but {dataset.data_dir}/mask/ is "
                          "missing or dataset.load_masks is false: add masks or set mask_weight = 0")
     features = build_feature_distiller(s.features, dataset, sam_checkpoint, where=f"{conf.source} [features]")
     pipeline_cls = NTO3DPipeline if s.nto3d.enabled else ScenePipeline
@@ -75,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     conf = Conf.from_file(args.conf, case=args.case, overrides="\n".join(args.override))
     device = resolve_device(args.gpu)
     prompt = None
-    if args.prompt_points or args.prompt_box or args.prompt_negative:
+    if any(a is not None for a in (args.prompt_points, args.prompt_box, args.prompt_negative)):
         prompt = parse_cli_prompt(args.prompt_view, args.prompt_points, args.prompt_box, negative=args.prompt_negative)
     r = build_run(conf, device, is_continue=args.is_continue or args.mode != "train", prompt=prompt,
                   sam_checkpoint=args.sam_checkpoint)

@@ -5,6 +5,7 @@ iteration to train up to, the learning-rate window) and, each step, one batch's 
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,10 @@ from systems.schedule import lr_factor
 from systems.settings import TrainSettings
 
 LAYOUT = 2   # checkpoint layout; 1 = before the pipeline/trainer split (no "layout" key)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the networks became NaN/Inf; no checkpoint was written from that state."""
 
 
 @dataclass
@@ -62,7 +67,17 @@ class Trainer:
         self.pipeline.load_state_dict(state["pipeline"])
         print(f"[resume] {folder} at iteration {self.iteration}")
 
+    def _diverged(self, what: str) -> TrainingDiverged:
+        last = ckpt.list_checkpoints(self.exp_dir / "checkpoints")
+        kept = f"the last good checkpoint is {last[-1]}" if last else "no checkpoint was written"
+        return TrainingDiverged(f"training diverged at iteration {self.iteration}: {what} is NaN/Inf; {kept}. "
+                                "Lower train.lr_grid / train.lr_mlp (or check the data) and train again")
+
     def save(self) -> Path:
+        """An atomic checkpoint; refused (TrainingDiverged) when a network holds NaN/Inf."""
+        params = [p.detach() for p in self.pipeline.model.parameters()]
+        if params and not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
+            raise self._diverged("a network parameter")
         return ckpt.save_checkpoint(self.exp_dir / "checkpoints", self.iteration, self.state_dict(),
                                     self.s.keep_checkpoints)
 
@@ -106,6 +121,9 @@ class Trainer:
             it = self.iteration
             if it % self.s.log_every == 0 or it == seg.until:
                 means = {k: float(v) / n_sum for k, v in sums.items()}  # one host sync per log interval
+                if not math.isfinite(means["total"]):
+                    bar.close()
+                    raise self._diverged("the loss")
                 for k, val in means.items():
                     self.writer.add_scalar(f"{seg.name.split()[0]}/{k}", val, it)
                 bar.set_postfix(loss=f"{means['total']:.4f}", s=f"{means.get('inv_s', 0.0):.0f}")

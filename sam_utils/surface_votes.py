@@ -1,0 +1,95 @@
+"""Labels carried over the reconstructed surface: each view's surface points take the vote of the
+accepted masks of the views that see them, and what no accepted view has seen is *unknown*.
+
+Why: the occupancy head extrapolates to surface that no view has labelled, and the lifting's
+outcome then hangs on the network's initialisation. Here every label is a depth-tested
+reprojection of an accepted mask; a surface point that no accepted view sees gets its label from
+the prompt view's visual hull instead: inside the cone of the (slightly grown) prompt mask it is
+presumed target (every point of the target projects into its silhouette), outside it is background.
+Points the prompt view itself shows as target carry `prompt_weight` votes, so the user's intent is
+never voted out by views that label that surface otherwise.
+
+Shapes: N views, surface grids (h,w) (the depth rendered at 1/level), P (N,3,4) maps world points to
+full-resolution pixels (H,W); labels come in at the grid size.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+EPS = 1e-9
+
+
+class SurfaceVotes:
+    """points (N,h,w,3) surface point per pixel, valid (N,h,w) surface hit, P (N,3,4), full_hw (H,W)."""
+
+    def __init__(self, points, valid, P, full_hw: tuple[int, int], depth_tol: float):
+        self.points = torch.as_tensor(points, dtype=torch.float64)
+        self.valid = torch.as_tensor(valid, dtype=torch.bool, device=self.points.device)
+        self.P = torch.as_tensor(P, dtype=torch.float64, device=self.points.device)
+        n, h, w = self.valid.shape
+        self.shape, self.full_hw, self.tol = (n, h, w), full_hw, depth_tol
+        self.scale = torch.tensor([w / full_hw[1], h / full_hw[0]], dtype=torch.float64, device=self.points.device)
+        # each view's own camera depth per grid pixel (for the visibility test)
+        self.depth = torch.stack([self._project(self.points[j].reshape(1, -1, 3), [j])[1].reshape(h, w)
+                                  for j in range(n)])
+
+    def _project(self, X: torch.Tensor, views: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """World points (J,M,3) or (1,M,3) -> continuous grid coordinates (J,M,2) in `views` and camera depth (J,M)."""
+        P = self.P[views]                                                         # (J,3,4)
+        x = torch.einsum("jmc,jrc->jmr", X.expand(len(views), -1, -1), P[:, :, :3]) + P[:, None, :, 3]
+        z = x[..., 2]
+        uv = x[..., :2] / torch.where(z.abs() < 1e-12, torch.full_like(z, 1e-12), z)[..., None]
+        return (uv + 0.5) * self.scale - 0.5, z
+
+    def _lookup(self, X: torch.Tensor, views: list[int]):
+        """Where X (M,3) lands in each view's grid: row, col (J,M), in the image and in front (J,M), seen (J,M)."""
+        n, h, w = self.shape
+        g, z = self._project(X[None], views)
+        col, row = torch.round(g[..., 0]).long(), torch.round(g[..., 1]).long()
+        inside = (z > 0) & (col >= 0) & (col < w) & (row >= 0) & (row < h)
+        row, col = torch.where(inside, row, 0), torch.where(inside, col, 0)
+        idx = torch.as_tensor(views, device=X.device)[:, None]
+        own = self.depth[idx, row, col]
+        seen = inside & self.valid[idx, row, col] & ((own - z).abs() <= self.tol * own.abs())
+        return idx, row, col, inside, seen
+
+    def vote(self, masks, accepted, negative_weight: float, prompt_view: int, prompt_weight: float,
+             protected, hull) -> tuple[np.ndarray, np.ndarray]:
+        """(prob (N,h,w) float32, known (N,h,w) bool) from the accepted views' masks (N,h,w) bool.
+
+        prob: positive votes / (positive + negative_weight * negative votes) where some accepted view
+        sees the point; else 1 inside the prompt's visual hull (hull (h,w) on the prompt view) and 0
+        outside. The prompt view's target pixels inside `protected` (h,w) (its mask's interior) vote
+        prompt_weight times. known: a pixel's label rests on a vote (or it shows no surface, or lies
+        outside the hull: background for certain).
+        """
+        n, h, w = self.shape
+        dev = self.points.device
+        masks = torch.as_tensor(masks, dtype=torch.bool, device=dev)
+        hull = torch.as_tensor(hull, dtype=torch.bool, device=dev)
+        protected = torch.as_tensor(protected, dtype=torch.bool, device=dev)
+        views = [int(j) for j in np.flatnonzero(np.asarray(accepted))]
+        prob = torch.zeros((n, h, w), dtype=torch.float32, device=dev)
+        known = torch.ones((n, h, w), dtype=torch.bool, device=dev)
+        for v in range(n):
+            X = self.points[v][self.valid[v]]                                      # (M,3)
+            p0 = [prompt_view]
+            _, row, col, inside, _ = self._lookup(X, p0)
+            in_hull = (inside & hull[row, col])[0]
+            pos = torch.zeros(len(X), dtype=torch.float64, device=dev)
+            neg = torch.zeros_like(pos)
+            if views:
+                idx, row, col, _, seen = self._lookup(X, views)                    # (J,M)
+                label = masks[idx, row, col]
+                wpos = torch.ones_like(seen, dtype=torch.float64)
+                if prompt_view in views:
+                    k = views.index(prompt_view)
+                    wpos[k] = torch.where(protected[row[k], col[k]], prompt_weight, 1.0).double()
+                pos = (wpos * (seen & label)).sum(0)
+                neg = negative_weight * (seen & ~label).sum(0).double()
+            voted = (pos + neg) > 0
+            p = torch.where(voted, pos / (pos + neg).clamp(min=EPS), in_hull.double())
+            prob[v][self.valid[v]] = p.float()
+            known[v][self.valid[v]] = voted | ~in_hull
+        return prob.cpu().numpy(), known.cpu().numpy()
