@@ -46,6 +46,7 @@ def rng_state(generator: torch.Generator | None = None) -> dict:
         state["cuda"] = torch.cuda.get_rng_state_all()
     if generator is not None:
         state["generator"] = generator.get_state()
+        state["generator_device"] = generator.device.type
     return state
 
 
@@ -55,10 +56,14 @@ def restore_rng_state(state: dict, generator: torch.Generator | None = None) -> 
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"].cpu())
-    if "cuda" in state and torch.cuda.is_available():
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
     if generator is not None and "generator" in state:
-        generator.set_state(state["generator"].cpu())
+        if state.get("generator_device", generator.device.type) == generator.device.type:
+            generator.set_state(state["generator"].cpu())
+        else:  # trained on one kind of device, resumed on another: the two generators' states differ
+            print(f"[resume] note: checkpoint written on {state['generator_device']}, resumed on "
+                  f"{generator.device.type}; ray sampling continues with a fresh random stream")
 
 
 def list_checkpoints(folder: Path) -> list[Path]:
