@@ -14,6 +14,8 @@ it, and one view's segmentation error is outvoted.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,14 +183,27 @@ def run_round(store: MaskStore, projections: np.ndarray, images: list[np.ndarray
 
 def save_round(folder: Path, store: MaskStore, report: dict, images: list[np.ndarray],
                projections: np.ndarray, threshold: float) -> Path:
-    """Write masks/round_NN/ (per-view PNG masks, report.json, contact sheet)."""
+    """Write masks/round_NN/ (per-view PNG masks, report.json, contact sheet), whole or not at all: the
+    files go to a hidden folder that replaces round_NN in one rename."""
     out = Path(folder) / f"round_{report['round']:02d}"
-    out.mkdir(parents=True, exist_ok=True)
-    lifted = final_masks(projections, threshold)
-    for v, m in enumerate(lifted):
-        cv2.imwrite(str(out / f"{v:03d}.png"), m.astype(np.uint8) * 255)
-    (out / "report.json").write_text(json.dumps(report, indent=1))
-    labels = [f"{v} {'seg ok' if store.accepted[v] else '-'}" for v in range(len(images))]
-    sheet = contact_sheet(images, lifted, store.accepted, labels)
-    cv2.imwrite(str(out / "contact_sheet.png"), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    tmp = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        lifted = final_masks(projections, threshold)
+        for v, m in enumerate(lifted):
+            _imwrite(tmp / f"{v:03d}.png", m.astype(np.uint8) * 255)
+        (tmp / "report.json").write_text(json.dumps(report, indent=1))
+        labels = [f"{v} {'seg ok' if store.accepted[v] else '-'}" for v in range(len(images))]
+        sheet = contact_sheet(images, lifted, store.accepted, labels)
+        _imwrite(tmp / "contact_sheet.png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _imwrite(path: Path, image: np.ndarray) -> None:
+    if not cv2.imwrite(str(path), image):
+        raise OSError(f"could not write {path} (disk full or not writable?)")

@@ -41,11 +41,11 @@ class Conf:
             text = text.replace("CASE_NAME", case)
         if overrides:
             text = text + "\n" + overrides
-        return cls(ConfigFactory.parse_string(text), str(path))
+        return cls(_parse(text, f"{path} (with its --override lines)" if overrides else str(path)), str(path))
 
     @classmethod
     def from_string(cls, text: str, source: str = "<string>") -> "Conf":
-        return cls(ConfigFactory.parse_string(text), source)
+        return cls(_parse(text, source), source)
 
     def _full(self, key: str) -> str:
         return f"{self.prefix}.{key}" if self.prefix else key
@@ -102,6 +102,18 @@ class Conf:
 
     def to_text(self) -> str:
         return HOCONConverter.to_hocon(self.tree)
+
+
+def _parse(text: str, source: str) -> ConfigTree:
+    """pyhocon's parse with its many exception types turned into one named ConfigError."""
+    try:
+        tree = ConfigFactory.parse_string(text)
+    except Exception as exc:  # pyparsing / pyhocon raise several unrelated types
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"cannot parse {source}: {first[:200]} (HOCON syntax: key = value, section {{ ... }})") from exc
+    if not isinstance(tree, ConfigTree):
+        raise ConfigError(f"cannot parse {source}: the top level must be key = value lines")
+    return tree
 
 
 INCLUDE_RE = re.compile(r'^\s*include\s+"([^"]+)"\s*$', re.MULTILINE)

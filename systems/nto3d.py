@@ -19,6 +19,7 @@ from sam_utils.errors import PromptError
 from sam_utils.prompts import Prompt, load_prompt_file
 from sam_utils.segmenter import Segmenter, check_nonempty
 from sam_utils.segmenters import build_segmenter
+from systems.atomic import atomic_write_text
 from systems.config import ConfigError
 from systems.pipeline import Pipeline
 from sam_utils.surface_votes import SurfaceVotes
@@ -142,7 +143,7 @@ class NTO3DPipeline(Pipeline):
         if self._trained_since is not None and self.phase in ("lift", "target"):
             self._tick(f"{self.phase}_train", self._trained_since)
         seg = self._next(iteration)
-        (self.exp_dir / "timings.json").write_text(json.dumps(self.timings, indent=1))
+        atomic_write_text(self.exp_dir / "timings.json", json.dumps(self.timings, indent=1))
         self._trained_since = time.time() if seg is not None else None
         return seg
 

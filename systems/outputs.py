@@ -6,7 +6,6 @@ Both whole-view renderers here (colour for validation images, heads for projecti
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import trimesh
 from datasets.dtu import DTUDataset, near_far_from_sphere
 from evaluation.metrics import chamfer_files
 from models.mesh import evaluate_grid, largest_component, marching_cubes, to_world
+from systems.atomic import atomic_write, atomic_write_text
 from systems.settings import ValidateSettings
 
 
@@ -68,10 +68,7 @@ def save_validation_image(path: Path, rendered: dict[str, np.ndarray], pose: np.
     panels.append(normals_to_image(rendered["normal"], pose))
     panels.extend(extra_panels)
     img = np.concatenate([np.clip(p, 0.0, 1.0) for p in panels], axis=1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    imageio.imwrite(tmp, (img * 255).round().astype(np.uint8))
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: imageio.imwrite(tmp, (img * 255).round().astype(np.uint8), format="png"))
 
 
 @torch.no_grad()
@@ -105,13 +102,9 @@ class MeshWriter:
         thr = self.s.mesh_threshold if threshold is None else threshold
         mesh = extract_world_mesh(sdf_fn, self.dataset.scale_mat, res, thr, self.bound, self.s.mesh_chunk,
                                   self.dataset.device, keep_largest=keep_largest)
-        self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"{which}_{iteration:08d}.ply"
-        tmp = path.with_name(path.name + ".tmp.ply")
-        mesh.export(tmp)
-        os.replace(tmp, path)
-        shutil.copyfile(path, tmp)
-        os.replace(tmp, self.folder / f"{which}.ply")
+        atomic_write(path, lambda tmp: mesh.export(tmp, file_type="ply"))
+        atomic_write(self.folder / f"{which}.ply", lambda tmp: shutil.copyfile(path, tmp))
         print(f"[mesh] {which}: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces -> {path}")
         if len(mesh.faces) == 0:
             hint = (" the occupancy head claims no surface: see masks/round_*/contact_sheet.png" if which == "target"
@@ -127,7 +120,7 @@ class MeshWriter:
         if not (gt_dir / f"{which}.ply").is_file():
             return None
         result = chamfer_files(path, gt_dir / f"{which}_visible.ply", gt_dir / f"{which}.ply", self.s.eval_spacing)
-        path.with_suffix(".json").write_text(json.dumps(result, indent=2))
+        atomic_write_text(path.with_suffix(".json"), json.dumps(result, indent=2))
         print(f"[eval] {which} Chamfer (world units): " + json.dumps({k: round(v, 4) for k, v in result.items()
                                                                      if isinstance(v, float)}))
         return result

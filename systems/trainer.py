@@ -16,6 +16,8 @@ from tqdm import tqdm
 
 from systems import checkpoint as ckpt
 from systems.schedule import lr_factor
+from systems.atomic import atomic_write_text
+from systems.config import Conf
 from systems.settings import TrainSettings
 
 LAYOUT = 2   # checkpoint layout; 1 = before the pipeline/trainer split (no "layout" key)
@@ -23,6 +25,27 @@ LAYOUT = 2   # checkpoint layout; 1 = before the pipeline/trainer split (no "lay
 
 class TrainingDiverged(RuntimeError):
     """The loss or the networks became NaN/Inf; no checkpoint was written from that state."""
+
+
+# conf keys whose change makes a checkpoint meaningless (network shapes, what the run reconstructs)
+FIXED_ON_RESUME = ("model.", "dataset.data_dir", "dataset.downscale", "nto3d.enabled", "nto3d.segmenter",
+                   "features.enabled", "features.rank", "features.channels")
+
+
+def check_resume_conf(saved: str, current: str, folder: Path) -> None:
+    """Refuse a resume whose conf changes a key of FIXED_ON_RESUME (naming it); list other changes."""
+    old, new = Conf.from_string(saved, "checkpoint"), Conf.from_string(current, "conf")
+    keys = sorted(set(old.leaf_keys()) | set(new.leaf_keys()))
+    changed = {k: (old.tree.get(k, None), new.tree.get(k, None)) for k in keys
+               if old.tree.get(k, None) != new.tree.get(k, None)}
+    fixed = [k for k in changed if any(k == f or (f.endswith(".") and k.startswith(f)) for f in FIXED_ON_RESUME)]
+    if fixed:
+        detail = "; ".join(f"{k}: {changed[k][0]!r} -> {changed[k][1]!r}" for k in fixed)
+        raise ckpt.CheckpointError(f"--is_continue: the conf changed what the checkpoints in {folder} were "
+                                   f"trained for ({detail}); restore those keys, or train into a new "
+                                   "general.base_exp_dir")
+    if changed:
+        print("[resume] conf keys changed since the checkpoint: " + ", ".join(changed))
 
 
 @dataclass
@@ -43,6 +66,7 @@ class Trainer:
         self.pipeline, self.optimizer, self.s = pipeline, optimizer, settings
         self.exp_dir, self.generator, self.conf_text = Path(exp_dir), generator, conf_text
         self.iteration = 0
+        self.resumed_conf: str | None = None     # the conf text of the checkpoint resumed from
         self.writer: SummaryWriter | None = None
 
     # ---------------------------------------------------------------- state
@@ -60,6 +84,8 @@ class Trainer:
             raise ckpt.CheckpointError(
                 f"{folder}: the checkpoint is from an older layout ({state.get('layout', 1)}, this code reads "
                 f"{LAYOUT}); retrain, or use the commit that wrote it")
+        check_resume_conf(state["conf"], self.conf_text, folder)
+        self.resumed_conf = state["conf"]
         self.pipeline.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.iteration = state["iteration"]
@@ -103,7 +129,10 @@ class Trainer:
 
     def open_outputs(self) -> None:
         self.exp_dir.mkdir(parents=True, exist_ok=True)
-        (self.exp_dir / "config.conf").write_text(self.conf_text)
+        name = "config.conf"
+        if self.resumed_conf is not None and self.resumed_conf != self.conf_text:
+            name = f"config_resumed_{self.iteration:08d}.conf"   # the run's first conf stays as it was
+        atomic_write_text(self.exp_dir / name, self.conf_text)
         if self.writer is None:
             self.writer = SummaryWriter(str(self.exp_dir / "logs"))
 
