@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 ELEVATION_RANGE_DEG = (20.0, 70.0)      # camera elevations above the table plane
@@ -29,6 +30,13 @@ class Camera:
     @property
     def center(self) -> np.ndarray:  # (3,) camera centre in world mm
         return -self.R.T @ self.t
+
+    @classmethod
+    def from_world_mat(cls, world_mat: np.ndarray) -> "Camera":
+        """Inverse of world_mat() (RQ decomposition of its 3x4 part; K scaled to K[2,2] = 1)."""
+        k, r, c = cv2.decomposeProjectionMatrix(np.ascontiguousarray(world_mat[:3], np.float64))[:3]
+        c = c[:3, 0] / c[3, 0]
+        return cls(K=k / k[2, 2], R=r, t=-r @ c)
 
     def world_mat(self) -> np.ndarray:
         """4x4 float64 projection world (mm) -> pixels, as DTU's world_mat: K4 @ [R|t; 0 0 0 1]."""

@@ -14,6 +14,7 @@ from datasets.sphere_tracer import HIT_EPS_PIXELS, LOOSE_HIT_PIXELS, cpu_threads
 from datasets.synthetic import PART_DIR, PRESETS, make_scene
 from datasets.synthetic_cameras import DISTANCE_IN_RADII, Camera, focal_for_sphere
 from datasets.synthetic_presets import LAMP_POLE_RADIUS_MM, build_preset
+from tests.oracles import PartOracle
 
 SMALL = dict(n_views=6, width=80, height=60, gt_resolution=48)  # fast scenes for per-preset checks
 CONTACT_GRID_MM = 0.75 # grid spacing used to find target/distractor overlap (overlaps are ~1.5 mm deep)
@@ -39,9 +40,7 @@ def _project(world_mat, pts):
 
 
 def _camera_from_world_mat(world_mat):
-    k, r, c = cv2.decomposeProjectionMatrix(world_mat[:3])[:3]
-    c = c[:3, 0] / c[3, 0]
-    return Camera(K=k / k[2, 2], R=r, t=-r @ c)
+    return Camera.from_world_mat(world_mat)
 
 
 @pytest.fixture(scope="module")
@@ -318,6 +317,23 @@ def test_twotone_prompt_view_misses_much_of_the_walls(preset_scenes):
     uv = np.clip(np.round(pix).astype(int), 0, [meta["width"] - 1, meta["height"] - 1])
     seen = view.hit[uv[:, 1], uv[:, 0]] & (np.abs(view.depth[uv[:, 1], uv[:, 0]] - depth) < 10.0)
     assert walls.mean() > 0.2 and 0.05 < seen.mean() < 0.7, (walls.mean(), seen.mean())
+    in_memory = PartOracle.from_renders(scene, [view], part_views=[0])          # the same parts as on disk
+    assert np.sum(in_memory.part[0] != (_read_gray(out / PART_DIR / "000.png") == 2)) <= 2
+
+
+def test_part_oracle_answers_with_the_roof_in_its_views(preset_scenes):
+    out = preset_scenes["twotone"]
+    oracle = PartOracle.from_scene(out)
+    for v in range(SMALL["n_views"]):
+        labels = _read_gray(out / PART_DIR / f"{v:03d}.png")
+        mask = oracle.predict(v, None, None).mask
+        if v % 2:
+            assert oracle.kind(v) == "part" and np.array_equal(mask, labels == 2)
+            assert mask.any() and (labels == 1).sum() > 0.15 * (labels > 0).sum()   # a strict part of the target
+        else:
+            assert oracle.kind(v) == "whole" and np.array_equal(mask, labels > 0)
+    with pytest.raises(ValueError, match="twotone"):
+        PartOracle.from_scene(preset_scenes["easy"])
 
 
 def test_border_target_crosses_the_image_border_in_most_views(preset_scenes):
