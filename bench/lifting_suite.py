@@ -1,14 +1,17 @@
 """The lifting suite (issue 15): scenes x network seeds in one call, several runs at once on one GPU.
 
-    python bench/lifting_suite.py --seeds 3 --parallel 7 --target_iters 0 \\
-        --scan65 ../shared/data/dtu_scan65 --data_root data --exp_root exp/suite
+    python bench/lifting_suite.py --seeds 3 --parallel 8 --target_iters 0 \\
+        --scan65 gpu_data/dtu_scan65 --data_root gpu_data --exp_root exp/suite \\
+        --deadline 540 --copy_to $OUT/suite
 
 Every run is `bench/run.py --json --propagation` in its own process, with general.seed = 0..K-1;
 synthetic scenes are generated first where missing (under --data_root, as parallel jobs). At the
 end one markdown table (bench/RESULTS.md's format) and a JSON summary: per scene the lifted masks'
 mean IoU (median over seeds and the worst seed), the worst view over all seeds, rounds, run time,
 and the baselines of the same runs: the segmenter alone prompted from ground truth, and click
-propagation (systems/propagation.py). `--summarize` rebuilds both from an earlier call's run JSONs.
+propagation (systems/propagation.py). `--summarize` rebuilds both from an earlier call's run JSONs
+(e.g. those `--copy_to` brought back from the device: `--summarize --exp_root DIR`). `--deadline`
+kills what still runs after that many seconds so the summary is written within a device call.
 """
 from __future__ import annotations
 
@@ -85,6 +88,8 @@ def run_argv(args, scene: str, seed: int, threads: int) -> list[str]:
         argv.append("--propagation")
     if args.target_iters == 0:
         argv.append("--no_mesh")                      # lifting only: no target mesh to measure
+    if seed > 0:
+        argv.append("--no_alone")                     # the segmenter alone is the same for every network seed
     overrides = [f"general.seed = {seed}", f"nto3d.grabcut.workers = {threads}"]
     if args.target_iters is not None:
         overrides.append(f"nto3d.target.iters = {args.target_iters}")
@@ -114,12 +119,20 @@ def build_jobs(args, scenes: list[str]) -> list[Job]:
     return jobs
 
 
-def run_jobs(jobs: list[Job], parallel: int, timeout_s: float | None, env: dict) -> None:
-    """Start jobs as slots free up (a run only once its scene generation succeeded); wait for all."""
+def run_jobs(jobs: list[Job], parallel: int, timeout_s: float | None, env: dict, deadline: float | None = None) -> None:
+    """Start jobs as slots free up (a run only once its scene generation succeeded); wait for all.
+    timeout_s: a job running longer is killed; deadline (time.time()): then every running job is killed
+    and none is started (so that the summary is written within a device call's limit)."""
     pending, running, done = list(jobs), [], {}
     while pending or running:
+        late = deadline is not None and time.time() > deadline
+        if late and pending:
+            for j in pending:
+                j.rc = -2
+            print(f"[suite] deadline: {len(pending)} job(s) not started: {', '.join(j.name for j in pending)}", flush=True)
+            pending = []
         for j in list(running):
-            if j.proc.poll() is None and not (timeout_s and time.time() - j.started > timeout_s):
+            if j.proc.poll() is None and not late and not (timeout_s and time.time() - j.started > timeout_s):
                 continue
             if j.proc.poll() is None:
                 j.proc.kill()
@@ -178,6 +191,21 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def copy_results(args, scenes: list[str], summary_path: Path, dest: Path) -> None:
+    """The summary and every run's JSON and log into dest, under the --exp_root layout (small files only:
+    --summarize --exp_root DEST rebuilds the table from them elsewhere)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(summary_path, dest / "summary.json")
+    for s in scenes:
+        for k in range(args.seeds):
+            for name in ("run.json", "run.log"):
+                f = run_dir(args, s, k) / name
+                if f.is_file():
+                    target = dest / s / f"seed{k}" / name
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(f, target)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scenes", nargs="+", default=None,
@@ -204,8 +232,12 @@ def main(argv=None) -> int:
     ap.add_argument("--exp_root", default="exp/suite")
     ap.add_argument("--json", default=None, help="summary JSON (default: EXP_ROOT/summary.json)")
     ap.add_argument("--timeout", type=float, default=None, help="seconds after which a job is killed")
+    ap.add_argument("--deadline", type=float, default=None, help="seconds after the start at which every job still "
+                    "running is killed and no other starts; the summary is written from what finished")
     ap.add_argument("--python", default=sys.executable, help="interpreter of the jobs")
     ap.add_argument("--summarize", action="store_true", help="no runs: rebuild the table from EXP_ROOT's run JSONs")
+    ap.add_argument("--copy_to", default=None, metavar="DIR", help="also copy the summary and the runs' JSONs and "
+                    "logs here (e.g. $OUT on the device), in EXP_ROOT's layout")
     args = ap.parse_args(argv)
     if args.seeds < 1 or args.parallel < 1:
         raise SystemExit("--seeds and --parallel must be >= 1")
@@ -221,7 +253,7 @@ def main(argv=None) -> int:
         for k in range(args.seeds):            # a stale run.json must not stand in for a failed run
             for s in scenes:
                 (run_dir(args, s, k) / "run.json").unlink(missing_ok=True)
-        run_jobs(jobs, args.parallel, args.timeout, env)
+        run_jobs(jobs, args.parallel, args.timeout, env, None if args.deadline is None else t0 + args.deadline)
     summary = collect(args, scenes)
     wall = time.time() - t0
     command = shlex.join(["python", "bench/lifting_suite.py"] + list(sys.argv[1:] if argv is None else argv))
@@ -235,6 +267,8 @@ def main(argv=None) -> int:
     out = Path(args.json) if args.json else Path(args.exp_root) / "summary.json"
     write_atomic(out, json.dumps(report, indent=1) + "\n")
     print(f"[suite] summary -> {out}")
+    if args.copy_to:
+        copy_results(args, scenes, out, Path(args.copy_to))
     failed = [j.name for j in jobs if j.rc != 0]
     if failed:
         print(f"[suite] {len(failed)} job(s) failed: {', '.join(failed)}")

@@ -98,7 +98,7 @@ def run_once(args, case: str, extra: list[str], tag: str, resume_from: Path | No
         result["iou_views"] = final.get("iou_gt")
         result["rounds_iou"] = [(h["round"], h.get("iou_gt_mean"), h.get("iou_gt_worst"), h["n_accepted"],
                                  h["n_candidates"], h["mean_change"]) for h in rounds]
-        result["alone"] = segmenter_alone(p) if resume_from is None else None  # the base run has it
+        result["alone"] = segmenter_alone(p) if resume_from is None and not args.no_alone else None  # the base run has it
         if args.propagation:
             result["propagation"] = propagation_baseline(p, exp_dir / "checkpoints")
     return result
@@ -193,6 +193,8 @@ def main(argv=None) -> int:
     ap.add_argument("--features_ablation", default=None, metavar="CHECKPOINT",
                     help="target stage without / with the SAM feature loss (SAM checkpoint path or 'random')")
     ap.add_argument("--no_mesh", action="store_true", help="skip the final mesh and its Chamfer (lifting-only runs)")
+    ap.add_argument("--no_alone", action="store_true", help="skip the segmenter-alone baseline (it does not depend "
+                    "on the network seed: one run per scene is enough)")
     ap.add_argument("--propagation", action="store_true",
                     help="also run the click-propagation baseline (no lifting) on each NTO3D run's scene field")
     ap.add_argument("--features_time_ratio", type=float, default=0.72,
