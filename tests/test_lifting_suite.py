@@ -14,7 +14,7 @@ from bench.suite_table import summarize_scene
 TINY = ["--scenes", "easy", "--seeds", "2", "--parallel", "2", "--threads", "1", "--views", "4", "--width", "64",
         "--height", "48", "--gt_resolution", "24", "--conf", "confs/tiny.conf", "--target_iters", "0",
         "--timeout", "300"]
-FAST = ["nto3d.warmup_iters = 20", "nto3d.round_iters = 10", "nto3d.lifting.max_rounds = 1",
+FAST = ["nto3d.warmup_iters = 10", "nto3d.round_iters = 5", "nto3d.lifting.max_rounds = 1",
         "nto3d.lifting.render_level = 2", "nto3d.lifting.final_render_level = 2", "validate.mesh_resolution = 24",
         "train.save_every = 0"]
 
