@@ -62,9 +62,12 @@ def scene_ready(folder: Path) -> bool:
 
 
 def scene_list(args) -> list[str]:
-    scenes = args.scenes or list(PRESETS) + ([SCAN65] if args.scan65 else [])
+    """--scenes, else every preset (+ dtu_scan65 with --scan65); --summarize: those with runs under EXP_ROOT."""
+    scenes = args.scenes or list(PRESETS) + ([SCAN65] if args.scan65 or args.summarize else [])
+    if args.summarize and not args.scenes:
+        scenes = [s for s in scenes if (Path(args.exp_root) / s).is_dir()]
     for s in scenes:
-        if s == SCAN65 and not args.scan65:
+        if s == SCAN65 and not args.scan65 and not args.summarize:
             raise SystemExit(f"scene {SCAN65}: give its folder with --scan65 DIR (e.g. ../shared/data/{SCAN65})")
         if s != SCAN65 and s not in PRESETS:
             raise SystemExit(f"unknown scene {s!r}: choose among {', '.join(PRESETS)} and {SCAN65}")
