@@ -12,11 +12,16 @@ target stage (same lifted masks, the lifting not run twice): an ablation of the 
 `--features_ablation CHECKPOINT` (a SAM checkpoint, or `random`) is that ablation for the SAM feature
 loss: target stage without, then with the loss, the second run given `--features_time_ratio` of the
 first's iterations (its measured it/s ratio) so both train for about the same time.
+`--propagation` adds the click-propagation baseline (systems/propagation.py) to each NTO3D run: the
+scene field as the lifting left it (the checkpoint at the start of the target stage, kept for this),
+the segmenter prompted once per view from the back-projected click and prompt mask; its IoU vs gt.
+bench/lifting_suite.py runs this over scenes x seeds.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -30,7 +35,9 @@ import torch  # noqa: E402
 
 from datasets.synthetic import make_scene  # noqa: E402
 from evaluation.segmentation import segmenter_alone_ious  # noqa: E402
+from sam_utils.masks import mask_iou  # noqa: E402
 from systems.config import Conf  # noqa: E402
+from systems.propagation import click_propagation  # noqa: E402
 from systems.runner import build_run  # noqa: E402
 
 
@@ -40,9 +47,10 @@ def run_once(args, case: str, extra: list[str], tag: str, resume_from: Path | No
     overrides = [f'general.base_exp_dir = "{exp_dir}"', f'dataset.data_dir = "{args.data_root}/{case}"']
     if args.full_scene:
         overrides.append("nto3d.enabled = false")
-    if args.compare_from:
-        overrides.append("train.keep_checkpoints = 0")  # the base run's target-stage start must survive
     conf = Conf.from_file(args.conf, case=case, overrides="\n".join(overrides + args.override + extra))
+    if args.compare_from or (args.propagation and conf.get("nto3d.target.iters", int) > 0):
+        overrides.append("train.keep_checkpoints = 0")  # the base run's target-stage start must survive
+        conf = Conf.from_file(args.conf, case=case, overrides="\n".join(overrides + args.override + extra))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -61,18 +69,19 @@ def run_once(args, case: str, extra: list[str], tag: str, resume_from: Path | No
         torch.cuda.synchronize()
     t_train = time.time() - t1
     t2 = time.time()
-    mesh = p.write_mesh(tr.iteration)
+    mesh = None if args.no_mesh else p.write_mesh(tr.iteration)
     t_mesh = time.time() - t2
     n_it = tr.iteration - it0
     result = {"tag": tag, "iterations": n_it, "load_s": t_load, "train_s": t_train, "mesh_s": t_mesh,
               "total_s": time.time() - t0, "it_per_s": n_it / max(t_train, 1e-9),
               "rays_per_s": n_it * tr.s.batch_rays / max(t_train, 1e-9),
               "peak_gpu_gb": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else 0.0,
-              "backend": p.model.sdf.encoding.backend, "exp_dir": str(exp_dir)}
+              "backend": p.model.sdf.encoding.backend, "exp_dir": str(exp_dir),
+              "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
     if getattr(p, "phase", None) == "done":
         result["target_start"] = p.phase_start
-    ev = mesh.with_suffix(".json")
-    if ev.is_file():
+    ev = mesh.with_suffix(".json") if mesh is not None else None
+    if ev is not None and ev.is_file():
         result["chamfer"] = json.loads(ev.read_text())
     timings = tr.exp_dir / "timings.json"
     if timings.is_file():
@@ -86,10 +95,42 @@ def run_once(args, case: str, extra: list[str], tag: str, resume_from: Path | No
         result["rounds"], result["converged"] = len(rounds), store.converged
         result["n_accepted"] = int(store.accepted.sum())
         result["iou_mean"], result["iou_worst"] = final.get("iou_gt_mean"), final.get("iou_gt_worst")
+        result["iou_views"] = final.get("iou_gt")
         result["rounds_iou"] = [(h["round"], h.get("iou_gt_mean"), h.get("iou_gt_worst"), h["n_accepted"],
                                  h["n_candidates"], h["mean_change"]) for h in rounds]
-        result["alone"] = segmenter_alone(p) if resume_from is None else None  # the base run has it
+        result["alone"] = segmenter_alone(p) if resume_from is None and not args.no_alone else None  # the base run has it
+        if args.propagation:
+            result["propagation"] = propagation_baseline(p, exp_dir / "checkpoints")
     return result
+
+
+def propagation_baseline(p, ckpt_dir: Path) -> dict | None:
+    """Click propagation from the scene field at the end of the lifting: the run's model itself when the
+    target stage did not train, else the checkpoint saved at its start (loaded into the model: call
+    this after the run's outputs are written). The prompt view's mask is the segmenter's answer to the
+    user's prompt, as in the run's round 0. IoU per view vs the gt masks."""
+    if p.gt is None:
+        return None
+    t0 = time.time()
+    field = "final"
+    if p.phase == "done" and p.n.target.iters > 0:
+        ckpt = ckpt_dir / f"ckpt_{p.phase_start:06d}.pth"
+        if not ckpt.is_file():
+            print(f"[propagation] {ckpt} missing: the target stage's field is used (no occluders)")
+            field = "target stage"
+        else:
+            p.model.load_state_dict(torch.load(ckpt, map_location=p.dataset.device, weights_only=False)["model"])
+            field = f"lift (iteration {p.phase_start})"
+    prompt, _ = p.prompt()
+    s = p.n.lifting
+    seg = p.segmenter()
+    prompt_mask = seg.predict_cascade(prompt.view, p.images[prompt.view], prompt).mask
+    masks = click_propagation(p.model, p.dataset, prompt, prompt_mask, seg, s.render_level, p.s.validate.render_chunk,
+                              images=p.images, n_positive=s.n_positive, n_negative=0, cascade=s.cascade)
+    ious = [mask_iou(m, g) for m, g in zip(masks, p.gt)]
+    print(f"[propagation] click propagation ({field} field): IoU vs gt mean {np.mean(ious):.3f} worst {np.min(ious):.3f}")
+    return {"iou": ious, "iou_mean": float(np.mean(ious)), "iou_worst": float(np.min(ious)), "field": field,
+            "seconds": time.time() - t0}
 
 
 def segmenter_alone(p) -> list[float] | None:
@@ -151,6 +192,11 @@ def main(argv=None) -> int:
     ap.add_argument("--scene", default=None, help="an existing DTU-layout scene folder instead of a synthetic one")
     ap.add_argument("--features_ablation", default=None, metavar="CHECKPOINT",
                     help="target stage without / with the SAM feature loss (SAM checkpoint path or 'random')")
+    ap.add_argument("--no_mesh", action="store_true", help="skip the final mesh and its Chamfer (lifting-only runs)")
+    ap.add_argument("--no_alone", action="store_true", help="skip the segmenter-alone baseline (it does not depend "
+                    "on the network seed: one run per scene is enough)")
+    ap.add_argument("--propagation", action="store_true",
+                    help="also run the click-propagation baseline (no lifting) on each NTO3D run's scene field")
     ap.add_argument("--features_time_ratio", type=float, default=0.72,
                     help="iterations of the run with features, as a fraction of the base run's (equal time)")
     args = ap.parse_args(argv)
@@ -192,6 +238,8 @@ def main(argv=None) -> int:
             print(f"  lifted masks: {r['iou_mean']:.3f} / {r['iou_worst']:.3f}; converged {r['converged']}")
         if r.get("alone"):
             print(f"  segmenter alone (prompts from gt): {np.mean(r['alone']):.3f} / {np.min(r['alone']):.3f}")
+        if r.get("propagation"):
+            print(f"  click propagation: {r['propagation']['iou_mean']:.3f} / {r['propagation']['iou_worst']:.3f}")
         if r.get("feature_encode_s"):
             print(f"  {r['tag']}: feature source (SAM encoder, all views) {r['feature_encode_s']:.1f} s")
         if r.get("stages"):
@@ -201,7 +249,9 @@ def main(argv=None) -> int:
     if args.compare and args.repeat == 1:
         print(f"speed-up (it/s compare / base): {results[1]['it_per_s'] / results[0]['it_per_s']:.2f}x")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+        tmp = Path(args.json).with_name(Path(args.json).name + ".tmp")
+        tmp.write_text(json.dumps(results, indent=1))
+        os.replace(tmp, args.json)
     return 0
 
 

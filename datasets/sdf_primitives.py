@@ -218,3 +218,29 @@ def smooth_min(a: torch.Tensor, b: torch.Tensor, k: float) -> torch.Tensor:
         return torch.minimum(a, b)
     h = (0.5 + 0.5 * (b - a) / k).clamp(0.0, 1.0)
     return torch.lerp(b, a, h) - k * h * (1.0 - h)
+
+
+class Parts(Shape):
+    """One solid made of named parts, combined with a plain minimum (no blending) so that every surface
+    point belongs to exactly one part, the nearest: exact per-part ground truth (a house's walls and
+    roof, say), as `Scene` gives per object."""
+
+    def __init__(self, parts: dict[str, Shape]):
+        if not parts:
+            raise ValueError("Parts needs at least one named part, e.g. Parts({'walls': box, 'roof': roof})")
+        self.names, self.shapes = tuple(parts), list(parts.values())
+
+    def sdf_xyz(self, x, y, z):
+        d = self.shapes[0].sdf_xyz(x, y, z)
+        for shape in self.shapes[1:]:
+            d = torch.minimum(d, shape.sdf_xyz(x, y, z))
+        return d
+
+    def part_of(self, p: torch.Tensor) -> torch.Tensor:
+        """Index into `names` of the part nearest to each point, p (N,3) -> (N,) int64."""
+        x, y, z = p[:, 0], p[:, 1], p[:, 2]
+        return torch.stack([s.sdf_xyz(x, y, z) for s in self.shapes]).argmin(dim=0)
+
+    def aabb(self):
+        los, his = zip(*(s.aabb() for s in self.shapes))
+        return np.min(los, axis=0), np.max(his, axis=0)

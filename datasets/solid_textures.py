@@ -126,3 +126,25 @@ class SolidTexture:
         colour = base * (1.0 - accent) + pal[2] * accent
         grain = 1.0 + GRAIN_AMOUNT * (value_noise(p / GRAIN_CELL_MM, self.seed + SEED_GRAIN) - 0.5)
         return (colour * grain[:, None]).clamp(0.0, 1.0)
+
+
+class PartTexture:
+    """Albedo of a solid made of parts (sdf_primitives.Parts): each part painted with its own texture.
+
+    part_of: points (N,3) -> (N,) int64 part index; textures: one SolidTexture per part, in that order.
+    """
+
+    def __init__(self, part_of, textures: list[SolidTexture]):
+        if not textures:
+            raise ValueError("PartTexture needs one texture per part")
+        self.part_of, self.textures = part_of, list(textures)
+
+    def albedo(self, p: torch.Tensor) -> torch.Tensor:
+        """RGB albedo in [0, 1] at world points p (N,3) -> (N,3), from each point's part's texture."""
+        part = self.part_of(p)
+        out = torch.zeros_like(p)
+        for i, tex in enumerate(self.textures):
+            sel = torch.nonzero(part == i).squeeze(1)
+            if sel.numel():
+                out[sel] = tex.albedo(p[sel])
+        return out

@@ -7,6 +7,8 @@ least two distractors on a finite table) and writes, in out_dir:
   gt/scene.ply, gt/target.ply          watertight marching-cubes meshes of the analytic SDF (mm)
   gt/scene_visible.ply, gt/target_visible.ply   surface points seen in >= 1 view (completeness GT)
   gt/target_mask/NNN.png               per-view masks of pixels whose first hit is the target
+  gt/target_parts/NNN.png              (targets made of parts: twotone) 0 off the target, else 1 + the
+                                       index of the part hit in scene.json's "target_parts"
   prompt.json, anno_box.json           one click + box on the target in view 0 (ours / NTO3D schema);
                                        click = most interior target pixel, box = inclusive [x0, y0, x1, y1]
   scene.json                           metadata (preset, sizes, units, bounding sphere, objects)
@@ -17,6 +19,7 @@ from __future__ import annotations
 import io
 import json
 import pathlib
+import shutil
 import zipfile
 
 import cv2
@@ -26,14 +29,17 @@ from tqdm import tqdm
 
 from datasets.sphere_tracer import BACKGROUND, LIGHT_DIR, cpu_threads, default_device, render_view
 from datasets.synthetic_cameras import ELEVATION_RANGE_DEG, Camera, make_cameras
-from datasets.synthetic_gt import VISIBLE_SPACING_MM, VisiblePoints, bounding_sphere, prompt_from_mask, sdf_mesh
-from datasets.synthetic_presets import LOOK_AT_HEIGHT_MM, PRESETS, build_preset
+from datasets.synthetic_gt import (VISIBLE_SPACING_MM, VisiblePoints, bounding_sphere, prompt_from_mask, sdf_mesh,
+                                   target_part_map, target_parts)
+from datasets.synthetic_presets import LOOK_AT_HEIGHT_MM, PRESETS, build_preset, framing
+from datasets.synthetic_scene import Scene
 
-__all__ = ["PRESETS", "BACKGROUND", "make_scene"]
+__all__ = ["PRESETS", "BACKGROUND", "LOOK_AT_HEIGHT_MM", "make_scene", "preset_views"]
 
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed timestamp so the npz is byte-identical across runs
 MIN_VIEW0_TARGET_PIXELS = 50       # below this the click prompt would be meaningless
 VIEW_DIRS = ("image", "mask", "gt/target_mask")  # folders holding one NNN.png per view
+PART_DIR = "gt/target_parts"                     # one NNN.png per view too, for targets made of parts
 
 
 def _save_npz(path: pathlib.Path, arrays: dict[str, np.ndarray]) -> None:
@@ -76,7 +82,7 @@ def _write_points(path: pathlib.Path, points: np.ndarray) -> None:
 def _remove_stale_views(out: pathlib.Path, n_views: int) -> None:
     """Delete NNN.png views with index >= n_views left by an earlier, larger run into the same folder
     (they would break the one-image-per-camera layout)."""
-    for sub in VIEW_DIRS:
+    for sub in VIEW_DIRS + (PART_DIR,):
         for path in (out / sub).glob("[0-9][0-9][0-9].png"):
             if int(path.stem) >= n_views:
                 path.unlink()
@@ -106,14 +112,26 @@ def make_scene(preset: str, out_dir, n_views: int = 49, width: int = 800, height
         return _make_scene(preset, pathlib.Path(out_dir), n_views, width, height, seed, gt_resolution, dev, progress)
 
 
+def preset_views(preset: str, n_views: int, width: int, height: int, seed: int = 0,
+                 device="cpu") -> tuple[Scene, list[Camera], np.ndarray, float]:
+    """The scene of `preset`, its cameras (as make_scene places them) and bounding sphere (centre, radius mm):
+    what tests need to render views in memory (sphere_tracer.render_view) without writing files."""
+    scene, view0_azimuth = build_preset(preset, seed)
+    centre, radius = bounding_sphere(scene, device)
+    zoom, look_at_z = framing(preset)
+    cams = make_cameras(n_views, width, height, centre, radius, view0_azimuth, look_at_z=look_at_z, zoom=zoom)
+    return scene, cams, centre, radius
+
+
 def _make_scene(preset, out, n_views, width, height, seed, gt_resolution, dev, progress) -> pathlib.Path:
     """make_scene's body (arguments already checked)."""
-    for sub in VIEW_DIRS:
+    scene, cams, centre, radius = preset_views(preset, n_views, width, height, seed, dev)
+    parts = target_parts(scene)
+    for sub in VIEW_DIRS + ((PART_DIR,) if parts else ()):
         (out / sub).mkdir(parents=True, exist_ok=True)
+    if not parts:
+        shutil.rmtree(out / PART_DIR, ignore_errors=True)  # left by another preset written here before
     _remove_stale_views(out, n_views)
-    scene, view0_azimuth = build_preset(preset, seed)
-    centre, radius = bounding_sphere(scene, dev)
-    cams = make_cameras(n_views, width, height, centre, radius, view0_azimuth, look_at_z=LOOK_AT_HEIGHT_MM)
 
     seen = VisiblePoints(VISIBLE_SPACING_MM["scene"])
     seen_target = VisiblePoints(VISIBLE_SPACING_MM["target"])
@@ -130,6 +148,8 @@ def _make_scene(preset, out, n_views, width, height, seed, gt_resolution, dev, p
         _write_png(out / "image" / f"{i:03d}.png", view.rgb)
         _write_png(out / "mask" / f"{i:03d}.png", view.hit.astype(np.uint8) * 255)
         _write_png(out / "gt" / "target_mask" / f"{i:03d}.png", target.astype(np.uint8) * 255)
+        if parts:
+            _write_png(out / PART_DIR / f"{i:03d}.png", target_part_map(scene, view.object_id, view.points))
         seen.add(view.points[view.hit])
         seen_target.add(view.points[target])
 
@@ -146,10 +166,11 @@ def _make_scene(preset, out, n_views, width, height, seed, gt_resolution, dev, p
         "gt_resolution": gt_resolution, "units": "mm", "up": [0.0, 0.0, 1.0], "ground_top_z": 0.0,
         "background": list(BACKGROUND), "light_dir": list(LIGHT_DIR),
         "sphere_center": [float(c) for c in centre], "sphere_radius": float(radius),
-        "look_at": [float(centre[0]), float(centre[1]), LOOK_AT_HEIGHT_MM],
-        "focal": float(cams[0].K[0, 0]), "elevation_range_deg": list(ELEVATION_RANGE_DEG),
+        "look_at": [float(centre[0]), float(centre[1]), framing(preset)[1]],
+        "focal": float(cams[0].K[0, 0]), "zoom": framing(preset)[0],
+        "elevation_range_deg": list(ELEVATION_RANGE_DEG),
         "objects": [{"name": o.name, "is_target": o.is_target} for o in scene.objects],
-        "target": scene.target.name, "target_index": scene.target_index,
+        "target": scene.target.name, "target_index": scene.target_index, "target_parts": list(parts),
         "camera_convention": "OpenCV: x right, y down, looks along +z; pixel (u=col, v=row) ~ K (R X + t)",
         "prompt_convention": "point [x=col, y=row]; box [x0, y0, x1, y1] inclusive pixel indices",
     }

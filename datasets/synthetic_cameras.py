@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 ELEVATION_RANGE_DEG = (20.0, 70.0)      # camera elevations above the table plane
@@ -29,6 +30,13 @@ class Camera:
     @property
     def center(self) -> np.ndarray:  # (3,) camera centre in world mm
         return -self.R.T @ self.t
+
+    @classmethod
+    def from_world_mat(cls, world_mat: np.ndarray) -> "Camera":
+        """Inverse of world_mat() (RQ decomposition of its 3x4 part; K scaled to K[2,2] = 1)."""
+        k, r, c = cv2.decomposeProjectionMatrix(np.ascontiguousarray(world_mat[:3], np.float64))[:3]
+        c = c[:3, 0] / c[3, 0]
+        return cls(K=k / k[2, 2], R=r, t=-r @ c)
 
     def world_mat(self) -> np.ndarray:
         """4x4 float64 projection world (mm) -> pixels, as DTU's world_mat: K4 @ [R|t; 0 0 0 1]."""
@@ -82,19 +90,22 @@ def spiral_directions(n_views: int, view0_azimuth_deg: float) -> list[tuple[floa
 
 
 def make_cameras(n_views: int, width: int, height: int, center: np.ndarray, radius: float,
-                 view0_azimuth_deg: float, look_at_z: float | None = None) -> list[Camera]:
+                 view0_azimuth_deg: float, look_at_z: float | None = None, zoom: float = 1.0) -> list[Camera]:
     """Cameras at DISTANCE_IN_RADII * radius from the look-at point, focal fitting the sphere to the frame.
 
     center, radius: the scene's bounding sphere (mm). The look-at point is `center`, lowered to height
     `look_at_z` if given (tabletop content sits low in its bounding sphere; this centres it in view).
+    zoom: focal multiplier (> 1: content near the sphere's rim leaves the frame).
     """
+    if not zoom > 0:
+        raise ValueError(f"zoom must be > 0, got {zoom}")
     if width < 1 or height < 1:
         raise ValueError(f"image size must be positive, got width={width}, height={height}")
     aim = np.array(center, dtype=np.float64)
     if look_at_z is not None:
         aim[2] = look_at_z
     distance = DISTANCE_IN_RADII * radius
-    K = intrinsics(width, height, focal_for_sphere(radius, distance, height))
+    K = intrinsics(width, height, zoom * focal_for_sphere(radius, distance, height))
     cams = []
     for az, el in spiral_directions(n_views, view0_azimuth_deg):
         a, e = math.radians(az), math.radians(el)

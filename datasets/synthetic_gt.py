@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import trimesh
 
+from datasets.sdf_primitives import Parts
 from datasets.synthetic_scene import Scene
 from sam_utils.masks import mask_box
 
@@ -132,6 +133,23 @@ class VisiblePoints:
             return self._points.copy()
         keep = np.sort(np.random.default_rng(seed).choice(len(self._points), max_points, replace=False))
         return self._points[keep]
+
+
+def target_parts(scene: Scene) -> tuple[str, ...]:
+    """Names of the target's parts (sdf_primitives.Parts), () when the target is one piece."""
+    shape = scene.target.shape
+    return shape.names if isinstance(shape, Parts) else ()
+
+
+@torch.no_grad()
+def target_part_map(scene: Scene, object_id: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Per-pixel part of the target: (H,W) uint8, 0 where the first hit is not the target, else 1 + the
+    index into target_parts(scene) of the part hit. object_id (H,W) and points (H,W,3) of a ViewRender."""
+    out = (object_id == scene.target_index).astype(np.uint8)
+    if target_parts(scene) and out.any():
+        p = torch.as_tensor(points[out > 0], dtype=torch.float32)
+        out[out > 0] = scene.target.shape.part_of(p).numpy().astype(np.uint8) + 1
+    return out
 
 
 def prompt_from_mask(mask: np.ndarray) -> tuple[list[int], list[int]]:

@@ -1,4 +1,8 @@
-"""The four tabletop scene presets (rising difficulty) built from analytic primitives.
+"""The tabletop scene presets built from analytic primitives.
+
+easy, occluded, lookalike, thin: rising difficulty, the target small in the frame. twotone: a house
+(red-brick walls, grey roofs: parts of strongly different colours) filling most of the frame, its back
+unseen from view 0. border: a large target (a caterpillar) that crosses the image border in many views.
 
 World: millimetres, +z up, table top at z = 0, table centred on the origin. Each preset returns the
 Scene plus the azimuth (deg) of view 0, chosen so view 0 sees the target well (unoccluded).
@@ -10,11 +14,15 @@ import math
 
 import numpy as np
 
-from datasets.sdf_primitives import Capsule, Cylinder, RoundBox, Shape, SmoothUnion, Sphere, Torus, rotation_matrix
-from datasets.solid_textures import SolidTexture
+from datasets.sdf_primitives import (Capsule, Cylinder, Parts, RoundBox, Shape, SmoothUnion, Sphere, Torus,
+                                     rotation_matrix)
+from datasets.solid_textures import PartTexture, SolidTexture
 from datasets.synthetic_scene import Scene, SceneObject
 
-PRESETS = ("easy", "occluded", "lookalike", "thin")
+PRESETS = ("easy", "occluded", "lookalike", "thin", "twotone", "border")
+# Per-preset camera framing (zoom, look-at height mm); others: (1, LOOK_AT_HEIGHT_MM), the bounding sphere
+# filling the frame. zoom multiplies the focal: > 1 makes large content fill the frame or cross its border.
+FRAMING = {"twotone": (1.45, 55.0), "border": (1.8, 15.0)}
 
 TABLE_RADIUS_MM = 170.0     # table disk: scene is ~340 mm across (DTU-sized)
 TABLE_THICKNESS_MM = 10.0
@@ -28,6 +36,12 @@ TEXTURE_DIRECTION = (1.0, 0.3, 0.6)  # base stripe/marble axis, jittered per obj
 DIRECTION_JITTER = 0.3
 LAMP_POLE_RADIUS_MM = 4.0   # the thin part of the 'thin' preset's target
 LOOK_AT_HEIGHT_MM = 15.0    # cameras aim at this height above the table centre (centres the content)
+HOUSE_EAVES_MM = 8.0        # how far the roofs overhang the walls
+
+
+def framing(preset: str) -> tuple[float, float]:
+    """(zoom, look-at height in mm) of the preset's cameras (synthetic_cameras.make_cameras)."""
+    return FRAMING.get(preset, (1.0, LOOK_AT_HEIGHT_MM))
 
 # Palettes (3 RGB colours in [0, 1]) and patterns per object kind.
 PALETTES = {
@@ -39,10 +53,16 @@ PALETTES = {
     "log": ((0.56, 0.36, 0.20), (0.33, 0.19, 0.09), (0.70, 0.55, 0.35)),
     "ring": ((0.55, 0.25, 0.70), (0.92, 0.80, 0.95), (0.25, 0.10, 0.35)),
     "tower": ((0.40, 0.45, 0.52), (0.85, 0.55, 0.30), (0.20, 0.22, 0.28)),
+    "table_white": ((0.92, 0.92, 0.90), (0.82, 0.82, 0.80), (0.97, 0.96, 0.94)),
+    "brick": ((0.80, 0.26, 0.16), (0.62, 0.17, 0.11), (0.90, 0.48, 0.34)),
+    "roof": ((0.42, 0.43, 0.46), (0.28, 0.29, 0.31), (0.58, 0.58, 0.60)),
+    "caterpillar": ((0.55, 0.78, 0.18), (0.95, 0.62, 0.10), (0.20, 0.45, 0.12)),
 }
 PATTERN = {"table": ("checker", 30.0), "snowman": ("marble", 28.0), "lamp": ("stripes", 14.0),
            "block": ("checker", 12.0), "can": ("spots", 9.0), "log": ("stripes", 6.0),
-           "ring": ("marble", 16.0), "tower": ("stripes", 20.0)}
+           "ring": ("marble", 16.0), "tower": ("stripes", 20.0),
+           "table_white": ("checker", 30.0), "brick": ("stripes", 8.0), "roof": ("stripes", 10.0),
+           "caterpillar": ("stripes", 18.0)}
 
 
 def _xy(x: float, y: float, yaw_deg: float, local) -> np.ndarray:
@@ -73,6 +93,51 @@ def lamp(x: float, y: float, yaw: float) -> Shape:
              Cylinder(at(40, 0, 108), 22, 13, rounding=5),
              Sphere(at(40, 0, 92), 9)]
     return SmoothUnion(parts, k=3.0)
+
+
+def _gabled(at, yaw: float, centre, half, along_y: bool, parts: dict[str, list]) -> None:
+    """A gabled building block, appended to `parts`: walls (box, half sizes `half` mm, standing on the
+    table at local `centre` xy), brick gable triangles on its ends and a 45-degree roof overhanging
+    by HOUSE_EAVES_MM. Gables and roof are boxes turned 45 degrees about the ridge, their lower
+    halves hidden inside the walls; the ridge runs along local x (along y when along_y)."""
+    hx, hy, hz = half
+    top = 2 * hz - SINK_MM
+    length, width = (hy, hx) if along_y else (hx, hy)       # ridge length and half width of the walls
+    turn = rotation_matrix(yaw, 45.0, 0.0) if along_y else rotation_matrix(yaw, 0.0, 45.0)
+    ridge = at(centre[0], centre[1], top)
+
+    def prism(half_len: float, half_diag: float, rounding: float) -> RoundBox:
+        s = half_diag / math.sqrt(2.0)
+        return RoundBox(ridge, (s, half_len, s) if along_y else (half_len, s, s), rounding=rounding, rotation=turn)
+
+    parts["walls"] += [RoundBox(at(centre[0], centre[1], hz - SINK_MM), half, rounding=2.0,
+                                rotation=rotation_matrix(yaw)), prism(length, width, 1.0)]
+    parts["roof"].append(prism(length - 5.0, width + HOUSE_EAVES_MM, 1.0))
+
+
+def house(x: float, y: float, yaw: float) -> Parts:
+    """Toy house (~190 x 170 mm, ~165 mm tall), parts "walls" (brick: walls, gables, chimney) and "roof"
+    (grey: the main roof and the lower front wing's). Front (with the wing) faces -y."""
+    at = lambda *p: _xy(x, y, yaw, p)  # noqa: E731
+    parts: dict[str, list] = {"walls": [], "roof": []}
+    _gabled(at, yaw, (0.0, 0.0), (95.0, 55.0, 45.0), False, parts)          # main house, ridge along x
+    _gabled(at, yaw, (50.0, -75.0), (35.0, 40.0, 30.0), True, parts)        # front wing, ridge along y
+    parts["walls"].append(RoundBox(at(-50.0, 20.0, 140.0), (9.0, 9.0, 25.0), rounding=1.5,
+                                   rotation=rotation_matrix(yaw)))           # chimney through the roof
+    return Parts({name: SmoothUnion(shapes) for name, shapes in parts.items()})
+
+
+def caterpillar(x: float, y: float, yaw: float) -> Shape:
+    """Toy caterpillar (~310 mm long, ~100 mm tall): seven body segments on a wave, a raised head with
+    two antennae (head towards +x)."""
+    at = lambda *p: _xy(x, y, yaw, p)  # noqa: E731
+    body = []
+    for i in range(7):
+        r = 27.0 + 9.0 * math.sin(math.pi * i / 6.0)
+        body.append(Sphere(at(-115.0 + 36.0 * i, 22.0 * math.sin(0.9 * i), r - SINK_MM), r))
+    head = Sphere(at(132.0, 10.0, 52.0), 30.0)
+    antennae = [Capsule(at(138.0, 10.0 + s * 12.0, 74.0), at(150.0, 10.0 + s * 26.0, 104.0), 3.5) for s in (-1, 1)]
+    return SmoothUnion(body + [head] + antennae, k=8.0)
 
 
 def block(x, y, yaw, half=(22.0, 22.0, 22.0)) -> Shape:
@@ -128,6 +193,11 @@ class _Builder:
     def add(self, name: str, shape: Shape, kind: str, target: bool = False, like: str | None = None):
         self.objects.append(SceneObject(name, shape, self.texture(kind, like), is_target=target))
 
+    def add_parts(self, name: str, shape: Parts, kinds: tuple[str, ...], target: bool = False):
+        """An object made of parts, part i painted with palette kinds[i]."""
+        texture = PartTexture(shape.part_of, [self.texture(k) for k in kinds])
+        self.objects.append(SceneObject(name, shape, texture, is_target=target))
+
     def scene(self) -> Scene:
         return Scene(self.objects)
 
@@ -137,7 +207,7 @@ def build_preset(preset: str, seed: int = 0) -> tuple[Scene, float]:
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {PRESETS}")
     b = _Builder(seed)
-    b.add("table", table(), "table")
+    b.add("table", table(), "table_white" if preset == "twotone" else "table")
     o = b.jitter(TARGET_JITTER_MM)
     j = lambda x, y: np.array([x, y]) + b.jitter(DISTRACTOR_JITTER_MM)  # noqa: E731
     if preset == "easy":
@@ -166,6 +236,22 @@ def build_preset(preset: str, seed: int = 0) -> tuple[Scene, float]:
         p = j(90, 85)
         b.add("can", can(p[0], p[1]), "can")
         return b.scene(), -135.0
+    if preset == "twotone":
+        # The house fills most of the frame; view 0 sees its front, wing and east gable, not its back.
+        b.add_parts("house", house(o[0], o[1] + 30.0, b.yaw()), ("brick", "roof"), target=True)
+        p = j(-135, -20)
+        b.add("can", can(p[0], p[1], radius=16.0, height=50.0), "can")
+        p = j(135, 40)
+        b.add("ball", ball(p[0], p[1], radius=22.0), "ring")
+        return b.scene(), -60.0
+    if preset == "border":
+        # Zoomed views (ZOOM) cut the caterpillar's head or tail off at the image border.
+        b.add("caterpillar", caterpillar(o[0], o[1], b.yaw()), "caterpillar", target=True)
+        p = j(-60, -110)
+        b.add("block", block(p[0], p[1], float(b.rng.uniform(0, 90))), "block")
+        p = j(10, 115)
+        b.add("can", can(p[0], p[1]), "can")
+        return b.scene(), -100.0
     # thin
     b.add("lamp", lamp(o[0], o[1], b.yaw()), "lamp", target=True)
     p = j(-90, 70)

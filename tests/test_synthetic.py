@@ -9,14 +9,18 @@ import torch
 import trimesh
 from scipy.spatial import cKDTree
 
-from datasets.sdf_primitives import Capsule, Cylinder, RoundBox, SmoothUnion, Sphere, Torus, rotation_matrix
+from datasets.sdf_primitives import Capsule, Cylinder, Parts, RoundBox, SmoothUnion, Sphere, Torus, rotation_matrix
 from datasets.sphere_tracer import HIT_EPS_PIXELS, LOOSE_HIT_PIXELS, cpu_threads, render_view
-from datasets.synthetic import PRESETS, make_scene
+from datasets.synthetic import PART_DIR, PRESETS, make_scene
 from datasets.synthetic_cameras import DISTANCE_IN_RADII, Camera, focal_for_sphere
 from datasets.synthetic_presets import LAMP_POLE_RADIUS_MM, build_preset
+from tests.oracles import PartOracle
 
 SMALL = dict(n_views=6, width=80, height=60, gt_resolution=48)  # fast scenes for per-preset checks
 CONTACT_GRID_MM = 0.75 # grid spacing used to find target/distractor overlap (overlaps are ~1.5 mm deep)
+# Share of view 0 covered by the target (and by any surface) per preset; the others: SMALL_TARGET, FOREGROUND.
+SMALL_TARGET, FOREGROUND = (0.01, 0.3), (0.2, 0.9)
+FRAME = {"twotone": ((0.3, 0.7), FOREGROUND), "border": ((0.15, 0.6), (0.5, 1.0))}
 
 
 def _read_gray(path):
@@ -36,9 +40,7 @@ def _project(world_mat, pts):
 
 
 def _camera_from_world_mat(world_mat):
-    k, r, c = cv2.decomposeProjectionMatrix(world_mat[:3])[:3]
-    c = c[:3, 0] / c[3, 0]
-    return Camera(K=k / k[2, 2], R=r, t=-r @ c)
+    return Camera.from_world_mat(world_mat)
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +64,9 @@ def test_primitive_sdfs_are_exact_at_known_points():
     blend = SmoothUnion([Sphere((-5, 0, 0), 6), Sphere((5, 0, 0), 6)], k=4)
     assert blend.sdf(torch.tensor([[0.0, 6.0, 0.0]])).item() < min(s.sdf(torch.tensor([[0.0, 6.0, 0.0]])).item()
                                                                   for s in blend.shapes)
+    parts = Parts({"left": Sphere((-5, 0, 0), 6), "right": Sphere((5, 0, 0), 6)})  # hard union, exact parts
+    q = torch.tensor([[-7.0, 0.0, 0.0], [0.5, 0.0, 0.0], [12.0, 0.0, 0.0]])
+    assert torch.allclose(parts.sdf(q), torch.tensor([-4.0, -1.5, 1.0])) and parts.part_of(q).tolist() == [0, 1, 1]
 
 
 def test_layout_is_complete(tiny_scene):
@@ -211,10 +216,12 @@ def test_presets_build_differ_and_frame_the_target(preset_scenes):
         meta = json.loads((out / "scene.json").read_text())
         assert meta["preset"] == preset
         images[preset] = cv2.imread(str(out / "image" / "000.png"))
+        (t_lo, t_hi), (f_lo, f_hi) = FRAME.get(preset, (SMALL_TARGET, FOREGROUND))
         frac = (_read_gray(out / "gt" / "target_mask" / "000.png") > 0).mean()
-        assert 0.01 < frac < 0.3, f"{preset}: target covers {frac:.3f} of view 0"
+        assert t_lo < frac < t_hi, f"{preset}: target covers {frac:.3f} of view 0"
         fg = (_read_gray(out / "mask" / "000.png") > 0).mean()
-        assert 0.2 < fg < 0.9, f"{preset}: scene covers {fg:.3f} of view 0"
+        assert f_lo < fg <= f_hi, f"{preset}: scene covers {fg:.3f} of view 0"
+        assert (out / PART_DIR).is_dir() == bool(meta["target_parts"]), preset
     for a in PRESETS:
         for b in PRESETS:
             if a < b:
@@ -262,3 +269,78 @@ def test_bad_preset_is_rejected_with_the_choices(tmp_path):
     with pytest.raises(ValueError, match="easy"):
         make_scene("hard", tmp_path / "x", n_views=2, width=32, height=24)
 
+
+
+def test_every_preset_writes_the_ground_truth_layout(preset_scenes):
+    """Per-view images and gt masks, watertight gt meshes, a target standing on the table, a prompt on it."""
+    for preset, out in preset_scenes.items():
+        n = json.loads((out / "scene.json").read_text())["n_views"]
+        for sub in ("image", "mask", "gt/target_mask"):
+            assert sorted(p.name for p in (out / sub).iterdir()) == [f"{i:03d}.png" for i in range(n)], (preset, sub)
+        target = trimesh.load(out / "gt" / "target.ply")
+        assert target.is_watertight and target.volume > 0 and target.bounds[0, 2] < 0.5, preset
+        assert len(trimesh.load(out / "gt" / "target_visible.ply").vertices) > 0, preset
+        (x, y), = json.loads((out / "prompt.json").read_text())["positive"]
+        assert _read_gray(out / "gt" / "target_mask" / "000.png")[y, x] > 0, preset
+
+
+def test_twotone_target_has_two_parts_of_strongly_different_colours(preset_scenes):
+    out = preset_scenes["twotone"]
+    meta = json.loads((out / "scene.json").read_text())
+    assert meta["target_parts"] == ["walls", "roof"]
+    colours, both = {1: [], 2: []}, 0
+    for i in range(meta["n_views"]):
+        parts = _read_gray(out / PART_DIR / f"{i:03d}.png")
+        tmask = _read_gray(out / "gt" / "target_mask" / f"{i:03d}.png") > 0
+        assert set(np.unique(parts)) <= {0, 1, 2} and np.array_equal(parts > 0, tmask)
+        rgb = cv2.cvtColor(cv2.imread(str(out / "image" / f"{i:03d}.png")), cv2.COLOR_BGR2RGB)
+        for k in colours:
+            colours[k].append(rgb[parts == k])
+        both += min((parts == 1).sum(), (parts == 2).sum()) >= 0.15 * tmask.sum()
+    assert both == meta["n_views"], "each part should be a large share of the target in every view"
+    walls, roof = (np.concatenate(colours[k]).astype(np.float64).mean(axis=0) for k in (1, 2))
+    assert walls[0] > 2 * walls[1] and np.ptp(roof) < 15, (walls, roof)     # red walls, grey roofs
+    assert np.linalg.norm(walls - roof) > 60
+
+
+def test_twotone_prompt_view_misses_much_of_the_walls(preset_scenes):
+    """Of the walls' surface seen by some view, a large share is hidden from view 0 (behind the house)."""
+    out = preset_scenes["twotone"]
+    meta = json.loads((out / "scene.json").read_text())
+    scene, _ = build_preset("twotone", meta["seed"])
+    pts = np.asarray(trimesh.load(out / "gt" / "target_visible.ply").vertices)
+    walls = scene.target.shape.part_of(torch.as_tensor(pts, dtype=torch.float32)).numpy() == 0
+    world_mat = _cameras(out)["world_mat_0"]
+    view = render_view(scene, _camera_from_world_mat(world_mat), meta["width"], meta["height"],
+                       meta["sphere_center"], meta["sphere_radius"], "cpu")
+    pix, depth = _project(world_mat, pts[walls])
+    uv = np.clip(np.round(pix).astype(int), 0, [meta["width"] - 1, meta["height"] - 1])
+    seen = view.hit[uv[:, 1], uv[:, 0]] & (np.abs(view.depth[uv[:, 1], uv[:, 0]] - depth) < 10.0)
+    assert walls.mean() > 0.2 and 0.05 < seen.mean() < 0.7, (walls.mean(), seen.mean())
+    in_memory = PartOracle.from_renders(scene, [view], part_views=[0])          # the same parts as on disk
+    assert np.sum(in_memory.part[0] != (_read_gray(out / PART_DIR / "000.png") == 2)) <= 2
+
+
+def test_part_oracle_answers_with_the_roof_in_its_views(preset_scenes):
+    out = preset_scenes["twotone"]
+    oracle = PartOracle.from_scene(out)
+    for v in range(SMALL["n_views"]):
+        labels = _read_gray(out / PART_DIR / f"{v:03d}.png")
+        mask = oracle.predict(v, None, None).mask
+        if v % 2:
+            assert oracle.kind(v) == "part" and np.array_equal(mask, labels == 2)
+            assert mask.any() and (labels == 1).sum() > 0.15 * (labels > 0).sum()   # a strict part of the target
+        else:
+            assert oracle.kind(v) == "whole" and np.array_equal(mask, labels > 0)
+    with pytest.raises(ValueError, match="twotone"):
+        PartOracle.from_scene(preset_scenes["easy"])
+
+
+def test_border_target_crosses_the_image_border_in_most_views(preset_scenes):
+    def crosses(out, i):
+        m = _read_gray(out / "gt" / "target_mask" / f"{i:03d}.png") > 0
+        return m[0].any() or m[-1].any() or m[:, 0].any() or m[:, -1].any()
+
+    n = SMALL["n_views"]
+    assert sum(crosses(preset_scenes["border"], i) for i in range(n)) >= n // 2 + 1
+    assert not any(crosses(preset_scenes["easy"], i) for i in range(n))     # the small-target presets never do

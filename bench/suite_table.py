@@ -1,0 +1,108 @@
+"""The lifting suite's summary: per scene, figures over the network seeds from bench/run.py results, and
+the markdown table for bench/RESULTS.md (bench/lifting_suite.py prints it)."""
+from __future__ import annotations
+
+import statistics
+import time
+
+COLUMNS = ("scene", "seeds ok", "lifted mean IoU: median / worst seed", "worst view (seed, view)", "rounds",
+           "s per run: median / max", "segmenter alone (gt prompts): mean / worst view",
+           "click propagation mean IoU: median / worst seed (worst view)", "lifting beats propagation (seeds)")
+
+
+def _per_seed(runs: dict, get) -> dict:
+    """{seed: value} of the runs that finished and have the value."""
+    out = {}
+    for seed, r in runs.items():
+        v = get(r) if r is not None else None
+        if v is not None:
+            out[seed] = v
+    return out
+
+
+def _spread(values: dict) -> dict | None:
+    """median, worst (min) and the worst's seed of {seed: value}."""
+    if not values:
+        return None
+    worst_seed = min(values, key=lambda s: (values[s], s))
+    return {"median": statistics.median(values.values()), "worst": values[worst_seed], "worst_seed": worst_seed,
+            "per_seed": values}
+
+
+def _worst_view(runs: dict) -> dict | None:
+    """The lowest per-view IoU over all seeds: value, seed, view (view None when the run kept no list)."""
+    best = None
+    for seed, r in runs.items():
+        if r is None or r.get("iou_worst") is None:
+            continue
+        views = r.get("iou_views")
+        view = min(range(len(views)), key=views.__getitem__) if views else None
+        if best is None or r["iou_worst"] < best["iou"]:
+            best = {"iou": r["iou_worst"], "seed": seed, "view": view}
+    return best
+
+
+def _prop(r: dict, key: str):
+    return (r.get("propagation") or {}).get(key)
+
+
+def summarize_scene(runs: dict) -> dict:
+    """runs: {network seed: bench/run.py's result dict, or None when the run failed} -> the scene's figures."""
+    lifted = _spread(_per_seed(runs, lambda r: r.get("iou_mean")))
+    prop = _spread(_per_seed(runs, lambda r: _prop(r, "iou_mean")))
+    prop_worst = _per_seed(runs, lambda r: _prop(r, "iou_worst"))
+    alone = _per_seed(runs, lambda r: (sum(r["alone"]) / len(r["alone"]), min(r["alone"])) if r.get("alone") else None)
+    times = list(_per_seed(runs, lambda r: r.get("total_s")).values())
+    beats = [s for s in prop["per_seed"] if s in (lifted or {}).get("per_seed", {})] if prop else []
+    won = [s for s in beats if runs[s]["iou_mean"] > prop["per_seed"][s]
+           and runs[s]["iou_worst"] > prop_worst.get(s, float("inf"))]
+    return {
+        "seeds": len(runs), "seeds_ok": sum(r is not None for r in runs.values()),
+        "failed_seeds": sorted(s for s, r in runs.items() if r is None),
+        "device": next((r.get("device") for r in runs.values() if r is not None and r.get("device")), None),
+        "lifted": lifted, "worst_view": _worst_view(runs),
+        "rounds": _spread(_per_seed(runs, lambda r: r.get("rounds"))),
+        "converged": sum(bool(r.get("converged")) for r in runs.values() if r is not None),
+        "time_s": {"median": statistics.median(times), "max": max(times)} if times else None,
+        "alone": {"mean": statistics.median(a for a, _ in alone.values()), "worst": min(w for _, w in alone.values())}
+        if alone else None,
+        "propagation": None if prop is None else {**prop, "worst_view": min(prop_worst.values()) if prop_worst else None},
+        "beats_propagation": {"seeds": len(won), "of": len(beats)},
+    }
+
+
+def _f(v, fmt="{:.3f}") -> str:
+    return "-" if v is None else fmt.format(v)
+
+
+def table_row(scene: str, s: dict) -> str:
+    lifted, wv, prop, alone = s["lifted"], s["worst_view"], s["propagation"], s["alone"]
+    cells = [
+        f"`{scene}`",
+        f"{s['seeds_ok']}/{s['seeds']}",
+        "-" if lifted is None else f"{_f(lifted['median'])} / **{_f(lifted['worst'])}** (s{lifted['worst_seed']})",
+        "-" if wv is None else f"{_f(wv['iou'])} (s{wv['seed']}" + ("" if wv["view"] is None else f" v{wv['view']}") + ")",
+        "-" if s["rounds"] is None else _f(s["rounds"]["median"], "{:g}") + f" ({s['converged']} converged)",
+        "-" if s["time_s"] is None else f"{s['time_s']['median']:.0f} / {s['time_s']['max']:.0f}",
+        "-" if alone is None else f"{_f(alone['mean'])} / {_f(alone['worst'])}",
+        "-" if prop is None else f"{_f(prop['median'])} / {_f(prop['worst'])} (s{prop['worst_seed']}) "
+                                 f"({_f(prop['worst_view'])})",
+        f"{s['beats_propagation']['seeds']}/{s['beats_propagation']['of']}",
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def markdown_table(summary: dict, command: str, args, wall_s: float | None) -> str:
+    """A bench/RESULTS.md entry: heading (date, device), command, settings, the table."""
+    device = next((s["device"] for s in summary.values() if s.get("device")), "unknown device")
+    lines = [f"### {time.strftime('%Y-%m-%d')} — {device}: lifting suite, {len(summary)} scene(s) x {args.seeds} seed(s)",
+             f"Command: `{command}`.",
+             f"Runs: synthetic {args.views} views {args.width}x{args.height} (`{args.conf}`)"
+             + (f", dtu_scan65 (`{args.scan_conf}`)" if "dtu_scan65" in summary else "")
+             + f"; nto3d.target.iters {'from the conf' if args.target_iters is None else args.target_iters}"
+             f"; {args.parallel} run(s) at once on one GPU (times per run include that sharing)"
+             + ("" if wall_s is None else f"; the call took {wall_s:.0f} s") + ".",
+             "Lifting beats propagation on a seed when both its mean IoU and its worst view are higher.",
+             "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += [table_row(scene, s) for scene, s in summary.items()]
+    return "\n".join(lines)

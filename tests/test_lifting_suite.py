@@ -1,0 +1,104 @@
+"""bench/lifting_suite.py end to end at a tiny size: one scene x two network seeds, two runs at once
+(bench/run.py subprocesses with --propagation), then the table and the summary checked against the
+runs' own JSONs."""
+import json
+import statistics
+import sys
+import time
+
+import pytest
+
+from bench import lifting_suite
+from bench.suite_table import summarize_scene
+
+TINY = ["--scenes", "easy", "--seeds", "2", "--parallel", "2", "--threads", "1", "--views", "4", "--width", "64",
+        "--height", "48", "--gt_resolution", "24", "--conf", "confs/tiny.conf", "--target_iters", "0",
+        "--timeout", "300"]
+FAST = ["nto3d.warmup_iters = 10", "nto3d.round_iters = 5", "nto3d.lifting.max_rounds = 1",
+        "nto3d.lifting.render_level = 2", "nto3d.lifting.final_render_level = 2", "validate.mesh_resolution = 24",
+        "train.save_every = 0"]
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    root = tmp_path_factory.mktemp("suite")
+    argv = TINY + ["--data_root", str(root / "data"), "--exp_root", str(root / "exp"), "--python", sys.executable]
+    for o in FAST:
+        argv += ["--override", o]
+    rc = lifting_suite.main(argv)
+    return rc, root, json.loads((root / "exp" / "summary.json").read_text())
+
+
+def test_the_suite_runs_every_seed_and_keeps_the_runs_apart(suite):
+    rc, root, summary = suite
+    logs = "\n".join(j["log"] for j in summary["jobs"] if j["rc"] != 0)
+    assert rc == 0, f"failed jobs, see {logs}"
+    assert [j["name"] for j in summary["jobs"]] == ["make easy", "easy seed 0", "easy seed 1"]
+    runs = [json.loads((root / "exp" / "easy" / f"seed{k}" / "run.json").read_text())[0] for k in (0, 1)]
+    confs = [(root / "exp" / "easy" / f"seed{k}").rglob("config.conf") for k in (0, 1)]
+    seeds = [next(c).read_text() for c in confs]
+    assert "seed = 0" in seeds[0] and "seed = 1" in seeds[1]          # general.seed = k reached each run
+    assert not list((root / "exp").rglob("checkpoints"))              # deleted once each run ended
+    assert len(runs[0]["alone"]) == 4 and runs[1]["alone"] is None      # seed-independent: measured once
+    for r in runs:
+        assert 0.0 <= r["iou_mean"] <= 1.0 and r["rounds"] == 1
+        prop = r["propagation"]
+        assert len(prop["iou"]) == 4 and prop["iou_mean"] == pytest.approx(statistics.mean(prop["iou"]))
+        assert prop["iou"][0] > 0.5                                   # the prompt view keeps the segmenter's mask
+
+
+def test_summary_and_table_are_computed_from_the_run_jsons(suite):
+    _, root, summary = suite
+    runs = {k: json.loads((root / "exp" / "easy" / f"seed{k}" / "run.json").read_text())[0] for k in (0, 1)}
+    s = summary["scenes"]["easy"]
+    means = [runs[k]["iou_mean"] for k in (0, 1)]
+    worst_seed = min((0, 1), key=lambda k: (means[k], k))
+    assert s["seeds_ok"] == 2 and s["lifted"]["median"] == pytest.approx(sum(means) / 2)
+    assert s["lifted"]["worst"] == pytest.approx(min(means)) and s["lifted"]["worst_seed"] == worst_seed
+    assert s["worst_view"]["iou"] == pytest.approx(min(runs[k]["iou_worst"] for k in (0, 1)))
+    prop = [runs[k]["propagation"]["iou_mean"] for k in (0, 1)]
+    assert s["propagation"]["median"] == pytest.approx(sum(prop) / 2) and s["propagation"]["worst"] == pytest.approx(min(prop))
+    assert s["alone"]["worst"] == pytest.approx(min(runs[0]["alone"]))
+    assert s["time_s"]["max"] == pytest.approx(max(runs[k]["total_s"] for k in (0, 1)))
+    row = next(line for line in summary["table"].splitlines() if line.startswith("| `easy`"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "2/2"
+    assert cells[2] == f"{sum(means) / 2:.3f} / **{min(means):.3f}** (s{worst_seed})"
+    assert cells[7].startswith(f"{sum(prop) / 2:.3f} / {min(prop):.3f}")
+    # --summarize rebuilds the same figures from the files alone
+    again = root / "again.json"
+    lifting_suite.main(TINY + ["--data_root", str(root / "data"), "--exp_root", str(root / "exp"), "--summarize",
+                               "--json", str(again), "--copy_to", str(root / "copy")])
+    assert json.loads(again.read_text())["scenes"] == summary["scenes"]
+    lifting_suite.main(["--seeds", "2", "--exp_root", str(root / "copy"), "--summarize"])  # the copied files alone
+    assert json.loads((root / "copy" / "summary.json").read_text())["scenes"] == summary["scenes"]
+
+
+def test_summary_of_failed_and_losing_seeds():
+    """A failed seed is counted, not averaged in; a seed wins only when its mean and worst view both beat
+    click propagation's."""
+    def run(mean, worst, pmean, pworst):
+        return {"iou_mean": mean, "iou_worst": worst, "iou_views": [worst, mean], "rounds": 3, "converged": True,
+                "total_s": 100.0, "alone": [0.9, 0.8], "propagation": {"iou_mean": pmean, "iou_worst": pworst}}
+
+    s = summarize_scene({0: run(0.96, 0.90, 0.90, 0.80), 1: run(0.95, 0.70, 0.90, 0.80), 2: None,
+                         3: run(0.56, 0.19, 0.70, 0.10)})
+    assert s["seeds_ok"] == 3 and s["failed_seeds"] == [2]
+    assert s["lifted"]["median"] == pytest.approx(0.95) and s["lifted"]["worst"] == pytest.approx(0.56)
+    assert s["lifted"]["worst_seed"] == 3 and s["worst_view"] == {"iou": 0.19, "seed": 3, "view": 0}
+    assert s["beats_propagation"] == {"seeds": 1, "of": 3}
+    assert s["propagation"]["worst_view"] == pytest.approx(0.10)
+
+
+def test_jobs_wait_for_their_scene_and_stop_at_the_deadline(tmp_path):
+    """A run whose scene generation failed is skipped; at the deadline running jobs are killed and the rest
+    never start (the summary is still written within a device call)."""
+    def job(name, code, after=None):
+        return lifting_suite.Job(name, [sys.executable, "-c", code], tmp_path / f"{name}.log", after)
+
+    jobs = [job("make a", "raise SystemExit(3)"), job("a seed 0", "pass", after="make a"),
+            job("sleepy", "import time; time.sleep(60)"), job("late", "pass")]
+    t0 = time.time()
+    lifting_suite.run_jobs(jobs, parallel=1, timeout_s=None, env=None, deadline=t0 + 5.0)
+    assert time.time() - t0 < 30
+    assert {j.name: j.rc for j in jobs} == {"make a": 3, "a seed 0": -1, "sleepy": -9, "late": -2}
