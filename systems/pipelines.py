@@ -170,7 +170,8 @@ class NTO3DPipeline:
         self.store.set_prompt_mask(prompt.view, res.mask)
         report = {"round": 0, "prompt": prompt.to_dict(), "source": source, "mask_pixels": int(res.mask.sum())}
         self.store.history.append(report)
-        save_round(out_dir, self.store, report, images, self.store.masks.astype(np.float32), 0.5)
+        folder = save_round(out_dir, self.store, report, images, self.store.masks.astype(np.float32), 0.5)
+        tr.progress.round(report, folder / "contact_sheet.png", len(images))
         self.phase, self.phase_start = "lift", tr.iteration
         tr.save()
 
@@ -198,6 +199,7 @@ class NTO3DPipeline:
             if done > 0 and (self.store.converged or done >= s.max_rounds):
                 break
             t0 = time.time()
+            tr.progress.stage(f"projection (round {done + 1})")
             known = surface = None
             if s.known_depth_tol > 0 or s.depth_split_tol > 0:
                 proj, points, valid = project_views(tr, self.render_level, surface=True)
@@ -211,13 +213,15 @@ class NTO3DPipeline:
                                                     s.known_depth_tol), tr.dataset.H, tr.dataset.W)
             self._tick("projection", t0)
             t0 = time.time()
+            tr.progress.stage(f"segmenter (round {done + 1})")
             report = run_round(self.store, proj, images, self.segmenter(tr), s, prompt_view,
                                seed=tr.iteration, gt_masks=gt, angles=angles, known=known, surface=surface)
             self._tick("segmenter", t0)
             if self.adaptive_weight:
                 self._update_negative_weight(report, prompt_view)
                 stage.w.instance_negative = self.negative_weight
-            save_round(out_dir, self.store, report, images, proj, s.proj_threshold)
+            folder = save_round(out_dir, self.store, report, images, proj, s.proj_threshold)
+            tr.progress.round(report, folder / "contact_sheet.png", len(images))
             msg = f"[lift] round {report['round']}: accepted {report['n_accepted']}/{report['n_candidates']} " \
                   f"prompted views (of {len(images)}), " \
                   f"change {report['mean_change']:.3f}"

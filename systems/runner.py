@@ -5,6 +5,7 @@ import argparse
 
 import torch
 
+from evaluation.report import write_report
 from systems.config import Conf
 from systems.trainer import Trainer
 
@@ -31,10 +32,17 @@ def run(args: argparse.Namespace) -> int:
                                              negative=args.prompt_negative)
     trainer = Trainer(conf, device, is_continue=is_continue, options=options)
     if args.mode == "train":
-        trainer.train()
-        trainer.validate_mesh(args.mcube_resolution, args.mcube_threshold)
-        if trainer.pipeline.phase == "done":
-            trainer.validate_image(view=0)
+        try:
+            trainer.train()
+            trainer.progress.stage("mesh")
+            trainer.validate_mesh(args.mcube_resolution, args.mcube_threshold)
+            if trainer.pipeline.phase == "done":
+                trainer.validate_image(view=0)
+            write_report(trainer.exp_dir, trainer.dataset.data_dir)
+        except BaseException as e:
+            trainer.progress.error(f"{type(e).__name__}: {e}")   # the message the command line ends with
+            raise
+        trainer.progress.done()
     elif args.mode == "validate_mesh":
         trainer.validate_mesh(args.mcube_resolution, args.mcube_threshold)
     else:

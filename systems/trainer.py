@@ -17,6 +17,7 @@ from systems.builders import build_dataset, build_model, build_optimizer
 from systems.config import Conf
 from systems.distill import build_feature_distiller
 from systems.pipelines import build_pipeline
+from systems.progress import ProgressLog
 from systems.stages import INSTANCE, LossWeights
 from systems.schedule import cos_anneal_ratio, lr_factor
 from systems.validation import extract_world_mesh, render_view, save_validation_image
@@ -76,6 +77,7 @@ class Trainer:
         self.iteration = 0
         self.deadline: float | None = None  # time.time() after which run_steps returns (benchmarks)
         self.writer: SummaryWriter | None = None
+        self.progress = ProgressLog(self.exp_dir)  # <exp_dir>/progress.json for watchers (webapp/)
         if is_continue:
             self.resume()
 
@@ -144,6 +146,7 @@ class Trainer:
         sums: dict[str, torch.Tensor] = {}
         n_sum = 0
         bar = tqdm(total=until, initial=self.iteration, desc=desc, dynamic_ncols=True)
+        self.progress.start(desc, until, self.iteration)
         while self.iteration < until:
             if self.deadline is not None and time.time() > self.deadline:
                 print(f"[train] time budget reached at iteration {self.iteration}")
@@ -159,6 +162,8 @@ class Trainer:
                     self.writer.add_scalar(f"{stage.name}/{k}", val, it)
                 bar.set_postfix(loss=f"{means['total']:.4f}", l1=f"{means['color']:.4f}", s=f"{means['inv_s']:.0f}")
                 sums, n_sum = {}, 0
+                self.progress.step(it, means["total"])
+            self.progress.step(it)
             if self.save_every > 0 and it % self.save_every == 0:
                 self.save()
             if self.val_image_every > 0 and it % self.val_image_every == 0:
