@@ -109,7 +109,7 @@ def test_vertex_colours_are_the_fields_rendered_colours(trained_scene):
     err = np.abs(rendered - exported).mean()
     spread = np.abs(rendered - rendered.mean(0)).mean()
     print(f"exported vs rendered colour {err:.3f} (spread of rendered colours {spread:.3f}), {seen.sum()} vertices")
-    assert err < 0.04 and err < 0.5 * spread
+    assert err < 0.05 and err < 0.5 * spread                           # measured 0.034 vs spread 0.116
 
 
 def test_vertex_colours_match_the_true_surface_colour(trained_scene, tiny_scene):

@@ -38,14 +38,12 @@ def test_progress_log_schema_throttle_and_thinning(tmp_path):
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
 
 
-def test_progress_step_writes_about_once_a_second(tmp_path):
-    log = ProgressLog(tmp_path, min_interval=0.2)
+def test_progress_step_writes_once_the_interval_has_passed(tmp_path):
+    log = ProgressLog(tmp_path, min_interval=2.0)
     log.start("train", 100)
-    t0 = time.time()
     log.step(1)
     assert read_progress(tmp_path)["iteration"] == 0                    # just written by start()
-    while time.time() - t0 < 0.25:
-        time.sleep(0.01)
+    time.sleep(2.05)
     log.step(2)
     assert read_progress(tmp_path)["iteration"] == 2
 

@@ -5,10 +5,11 @@ mesh is offered for download in three formats that trimesh loads with the same v
 
 Screenshots of each step go to the test's tmp folder (printed); with NTO3D_DOCS_SCREENSHOT=PATH the
 page with the mask is also saved there, small (docs/app.png in the README). The run's quality is
-not under test here (tests/test_nto3d_pipeline.py): its conf is cut to ~100 CPU iterations, and the
-target's occupancy threshold set to 0 (the SDF's largest component), so that so short a run still
-leaves a non-empty mesh to download.
+not under test here (tests/test_nto3d_pipeline.py): its conf is cut to 60 CPU iterations of lifting
+and no target stage, with the target's occupancy threshold at 0 (the mesh is then the SDF's largest
+component), so that so short a run still leaves a non-empty mesh to download.
 """
+import io
 import json
 import os
 import re
@@ -23,6 +24,7 @@ import cv2
 import numpy as np
 import pytest
 import trimesh
+from PIL import Image
 
 from evaluation.metrics import mask_iou
 from tests.conftest import ROOT
@@ -32,7 +34,7 @@ CHROMIUM = os.environ.get("NTO3D_CHROMIUM", "/usr/bin/chromium")
 CHROME_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                "--disable-component-update", "--disable-sync"]
 RUN_OVERRIDES = ["nto3d.warmup_iters = 40", "nto3d.round_iters = 20", "nto3d.lifting.max_rounds = 1",
-                 "nto3d.target.iters = 40", "nto3d.lifting.render_level = 2", "nto3d.lifting.final_render_level = 2",
+                 "nto3d.target.iters = 0", "nto3d.lifting.render_level = 2", "nto3d.lifting.final_render_level = 2",
                  "nto3d.target.mesh_occupancy_threshold = 0.0", "validate.mesh_resolution = 48",
                  "validate.resolution_level = 4",
                  "train.log_every = 10", "train.save_every = 0"]
@@ -158,8 +160,6 @@ def test_click_run_and_download_in_chromium(app, scene, tmp_path):
         iou = mask_iou(_overlay_mask(shown, shown0), gt_shown)
         print(f"click -> mask overlay in {latency:.2f} s, IoU with gt/target_mask {iou:.3f}")
         assert iou > CLICK_IOU
-        if os.environ.get("NTO3D_DOCS_SCREENSHOT"):
-            _small_screenshot(page, Path(os.environ["NTO3D_DOCS_SCREENSHOT"]))
 
         # undo removes the point (no mask), a second undo of nothing keeps it so; clear likewise
         page.locator("#undo").click()
@@ -193,7 +193,15 @@ def test_click_run_and_download_in_chromium(app, scene, tmp_path):
         assert len({i for i in seen if i > 0}) >= 2, f"progress did not advance: iterations {seen}"
         page.locator("#downloads a").first.wait_for(timeout=60000)
         page.locator("#mesh_view canvas").wait_for(timeout=30000)
+        view3d = page.locator("#mesh_view canvas")
+        view3d.scroll_into_view_if_needed()
+        page.wait_for_timeout(3000)                                   # let the 3D view load and draw
+        drawn = cv2.imdecode(np.frombuffer(view3d.screenshot(), np.uint8), cv2.IMREAD_COLOR).reshape(-1, 3)
+        background = np.median(drawn, 0)
+        assert (np.abs(drawn.astype(int) - background).max(1) > 30).mean() > 0.005, "the 3D view draws nothing"
         _shot(page, shots, "4_done")
+        if os.environ.get("NTO3D_DOCS_SCREENSHOT"):
+            _small_screenshot(page, Path(os.environ["NTO3D_DOCS_SCREENSHOT"]))
 
         links = {Path(a.get_attribute("href").split("?")[0]).suffix: a.get_attribute("href")
                  for a in page.locator("#downloads a").all()}
@@ -207,13 +215,15 @@ def test_click_run_and_download_in_chromium(app, scene, tmp_path):
             counts[ext] = len(mesh.vertices)
         assert len(set(counts.values())) == 1, counts
         browser.close()
+    report = (exp / "report.html").read_text()                       # train.py's run report
+    assert all(f'id="{i}"' in report for i in ("img-prompt", "img-accepted", "img-sheet-01", "img-render-0"))
     assert not external, f"the page requested outside hosts: {external[:5]}"
     print(f"screenshots in {shots}")
 
 
-def _small_screenshot(page, out: Path, width: int = 1000) -> None:
-    raw = page.screenshot(clip={"x": 0, "y": 0, "width": 1400, "height": 900})
-    img = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
-    img = cv2.resize(img, (width, round(img.shape[0] * width / img.shape[1])), interpolation=cv2.INTER_AREA)
+def _small_screenshot(page, out: Path, width: int = 900) -> None:
+    """The page, scaled to `width` and palette-quantised: a small PNG for the README."""
+    img = Image.open(io.BytesIO(page.screenshot(full_page=True))).convert("RGB")
+    img = img.resize((width, round(img.height * width / img.width)), Image.LANCZOS)
     out.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(out), img, [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    img.quantize(colors=128).save(out, optimize=True)

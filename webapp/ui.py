@@ -118,18 +118,24 @@ def build_app(scene: SceneData, runs: RunManager, initial_view: int = 0) -> gr.B
         sheet = st.get("contact_sheet")
         sheet_path = str(runs.exp_dir / sheet) if sheet else None
         out["sheet"] = sheet_path if sheet_path != shown.get("sheet") else gr.skip()
-        dl = runs.downloads() if status == "done" and not shown.get("done") else None
-        out["model"] = dl["preview"] if dl else gr.skip()
-        out["files"] = dl["files"] if dl else gr.skip()
+        was_done = bool(shown.get("done")) and status == "done"      # a new run clears the last one's mesh
+        dl = runs.downloads() if status == "done" and not was_done else None
         if dl:
+            out["model"], out["files"] = dl["preview"], dl["files"]
             out["status"] += f"\n\nmesh: {dl['n_vertices']} vertices, {dl['n_faces']} faces · `{dl['mesh']}`"
             if dl["n_faces"] == 0:
                 out["status"] += "\n\n**the mesh is empty**: the occupancy head claims no surface; see the contact sheets"
-        elif shown.get("done"):
-            out["status"] = shown["status_text"]
-        shown = {"error": err, "n_loss": len(loss), "sheet": sheet_path,
-                 "done": shown.get("done") or bool(dl), "status_text": out["status"]}
-        return out["status"], out["error"], out["loss"], out["sheet"], out["model"], out["files"], shown
+        elif was_done:
+            out["model"], out["files"], out["status"] = gr.skip(), gr.skip(), shown["status_text"]
+        else:
+            cleared = shown.get("done")
+            out["model"], out["files"] = (None, None) if cleared else (gr.skip(), gr.skip())
+        # the start message ("started ...", "already in progress") is stale once the run has ended
+        start_msg = "" if status != "running" and shown.get("running") else gr.skip()
+        shown = {"error": err, "n_loss": len(loss), "sheet": sheet_path, "done": was_done or bool(dl),
+                 "status_text": out["status"], "running": status == "running"}
+        return (out["status"], out["error"], out["loss"], out["sheet"], out["model"], out["files"], start_msg,
+                shown)
 
     first = PromptState(view=initial_view)
     img0, info0, _ = show(first)
@@ -152,7 +158,7 @@ def build_app(scene: SceneData, runs: RunManager, initial_view: int = 0) -> gr.B
                                           elem_id="box_text", scale=3)
                     set_box = gr.Button("Set box", elem_id="set_box", size="sm", scale=1)
                 info = gr.Markdown(info0, elem_id="prompt_info")
-                gallery = gr.Gallery(value=scene.thumbnails(), label="views", columns=8, height=260,
+                gallery = gr.Gallery(value=scene.thumbnails(), label="views", columns=8, height=200,
                                      allow_preview=False, elem_id="views", format="png", buttons=[])
             with gr.Column(scale=2):
                 start = gr.Button("Start reconstruction", variant="primary", elem_id="start")
@@ -172,5 +178,5 @@ def build_app(scene: SceneData, runs: RunManager, initial_view: int = 0) -> gr.B
         set_box.click(on_set_box, [state, box_text], view_outputs)
         start.click(on_start, [state], [start_msg])
         timer = gr.Timer(POLL_S)
-        timer.tick(on_tick, [shown], [status, error, loss, sheet, model, files, shown])
+        timer.tick(on_tick, [shown], [status, error, loss, sheet, model, files, start_msg, shown])
     return demo
