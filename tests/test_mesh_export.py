@@ -77,10 +77,10 @@ def test_textured_export_bakes_the_colour_function(tmp_path):
 
 @pytest.fixture(scope="module")
 def trained_scene(tiny_scene, tmp_path_factory):
-    """A full-scene field after 300 CPU iterations (colour MLP at a 10x learning rate, so that colours
-    form in so short a run; the GPU runs of bench/ train 20000 iterations)."""
+    """A full-scene field after 300 cheap CPU iterations (16 + 8 samples a ray, the colour MLP at a 10x
+    learning rate so that colours form in so short a run; the GPU runs of bench/ train 20000)."""
     lines = [f'dataset.data_dir = "{tiny_scene}"', f'general.base_exp_dir = "{tmp_path_factory.mktemp("exp")}"',
-             "nto3d.enabled = false", "train.max_iters = 300", "train.batch_rays = 256", "train.lr_mlp = 1e-2",
+             "nto3d.enabled = false", "train.max_iters = 300", "train.lr_mlp = 1e-2", "model.renderer.n_samples = 16",
              "train.save_every = 0"]
     conf = Conf.from_file(ROOT / "confs" / "tiny.conf", case="t", overrides="\n".join(lines))
     tr = Trainer(conf, torch.device("cpu"))
@@ -96,9 +96,11 @@ def test_vertex_colours_are_the_fields_rendered_colours(trained_scene):
     tr, mesh, rgba = trained_scene
     assert rgba.shape == (len(mesh.vertices), 4) and rgba.dtype == np.uint8
     ds = tr.dataset
-    r = render_view(tr.model, ds, 0, 1, 4096, tr.background)
-    uv = np.round(ds.project(np.asarray(mesh.vertices), 0)).astype(int)
-    inside = (uv[:, 0] >= 0) & (uv[:, 0] < ds.W) & (uv[:, 1] >= 0) & (uv[:, 1] < ds.H)
+    level = 2                                                            # half resolution: 4x fewer rays
+    r = render_view(tr.model, ds, 0, level, 4096, tr.background)
+    h, w = r["color"].shape[:2]
+    uv = np.floor((ds.project(np.asarray(mesh.vertices), 0) + 0.5) / level).astype(int)   # level-2 pixels
+    inside = (uv[:, 0] >= 0) & (uv[:, 0] < w) & (uv[:, 1] >= 0) & (uv[:, 1] < h)
     u, v = uv[inside, 0], uv[inside, 1]
     centre = ds.poses[0, :3, 3].cpu().numpy()
     dist = np.linalg.norm(ds.to_unit(np.asarray(mesh.vertices)[inside]) - centre, axis=1)
@@ -109,14 +111,15 @@ def test_vertex_colours_are_the_fields_rendered_colours(trained_scene):
     err = np.abs(rendered - exported).mean()
     spread = np.abs(rendered - rendered.mean(0)).mean()
     print(f"exported vs rendered colour {err:.3f} (spread of rendered colours {spread:.3f}), {seen.sum()} vertices")
-    assert err < 0.05 and err < 0.5 * spread                           # measured 0.034 vs spread 0.116
+    assert err < 0.05 and err < 0.5 * spread                           # measured 0.034 vs 0.116 at full size
 
 
 def test_vertex_colours_match_the_true_surface_colour(trained_scene, tiny_scene):
     """On vertices that lie on seen surface (within 2 mm of gt/scene_visible.ply), the colours are closer
     to the renderer's shaded albedo at the nearest true surface point than the best constant colour is.
-    An honest, loose bound: after 300 CPU iterations the field has the objects' colours but not the
-    table's 30 mm checker (measured 0.105 vs 0.116 mean absolute error); the GPU runs resolve it."""
+    An honest, weak bound: after 300 cheap CPU iterations the field has roughly the objects' colours but
+    not the table's 30 mm checker (measured 0.113 vs 0.118 mean absolute error; 0.105 vs 0.115 with
+    256 rays a step, at 3x the time). The rendered-colour test above is the strong check of the export."""
     tr, mesh, rgba = trained_scene
     seen = trimesh.load(tiny_scene / "gt" / "scene_visible.ply").vertices
     d, _ = cKDTree(seen).query(mesh.vertices)

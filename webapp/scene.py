@@ -28,6 +28,7 @@ DISPLAY_MAX = 800          # display images: longest side at most this (pixels) 
 DISPLAY_MIN = 480          # ... and small views are upscaled to at least this (nearest neighbour)
 THUMB_SIDE = 160
 CACHE_SIZE = 64            # cached preview masks (all views together)
+IMAGE_CACHE = 8            # full-resolution views kept in memory
 MASK_RGB = np.array([30, 144, 255], np.float32)
 MASK_ALPHA = 0.5
 POS_RGB, NEG_RGB, BOX_RGB = (40, 220, 60), (230, 40, 40), (255, 210, 0)
@@ -147,13 +148,18 @@ class SceneData:
     def n_views(self) -> int:
         return len(self.paths)
 
+    def _read(self, view: int) -> np.ndarray:
+        bgr = cv2.imread(str(self.paths[view]), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise OSError(f"cannot read {self.paths[view]}; is it a valid image?")
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
     def image(self, view: int) -> np.ndarray:
-        """Full-resolution RGB uint8 view."""
+        """Full-resolution RGB uint8 view (the last IMAGE_CACHE views stay in memory)."""
         if view not in self._images:
-            bgr = cv2.imread(str(self.paths[view]), cv2.IMREAD_COLOR)
-            if bgr is None:
-                raise OSError(f"cannot read {self.paths[view]}")
-            self._images[view] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            self._images[view] = self._read(view)
+            while len(self._images) > IMAGE_CACHE:
+                self._images.pop(next(iter(self._images)))
         return self._images[view]
 
     def shown(self, view: int) -> tuple[np.ndarray, float]:
@@ -163,7 +169,7 @@ class SceneData:
     def thumbnails(self) -> list[tuple[np.ndarray, str]]:
         out = []
         for v in range(self.n_views):
-            img = self.image(v)
+            img = self._read(v)
             s = THUMB_SIDE / max(img.shape[:2])
             out.append((cv2.resize(img, None, fx=s, fy=s, interpolation=cv2.INTER_AREA), f"view {v}"))
         return out

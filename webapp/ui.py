@@ -35,7 +35,7 @@ def build_app(scene: SceneData, runs: RunManager, initial_view: int = 0) -> gr.B
         t0 = time.time()
         try:
             img, mask = scene.render(state)
-        except (PromptError, SegmenterError) as e:
+        except (PromptError, SegmenterError, OSError) as e:   # a bad prompt, a missing checkpoint
             img, mask, note = scene.shown(state.view)[0], None, f"**{type(e).__name__}**: {e}"
         dt = time.time() - t0
         pos = [p for p, lab in zip(state.points, state.labels) if lab == 1]
