@@ -17,6 +17,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--is_continue", action="store_true", help="resume from the latest checkpoint")
     p.add_argument("--mcube_threshold", type=float, default=None, help="iso-level for marching cubes")
     p.add_argument("--mcube_resolution", type=int, default=None, help="grid resolution for marching cubes")
+    p.add_argument("--format", default="ply", help="mesh formats, comma-separated: ply, obj, glb, textured "
+                   "(UV-textured obj/glb, xatlas)")
     p.add_argument("--gpu", type=int, default=0, help="CUDA device index (CPU when no GPU is present)")
     g = p.add_argument_group("target prompt (NTO3D runs; default: the scene's prompt file)")
     g.add_argument("--prompt_view", type=int, default=0, help="view index the prompt refers to")

@@ -6,12 +6,32 @@ import errno
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
 
 class DiskFullError(OSError):
     """No space left while writing an output; the message names the folder and the space needed."""
+
+
+def disk_full(path: Path, exc: OSError, size_hint: int = 0) -> DiskFullError:
+    """The one-line error for ENOSPC while writing `path`."""
+    free = shutil.disk_usage(path.parent).free if path.parent.exists() else 0
+    need = f"; it needs about {size_hint / 2**20:.0f} MB" if size_hint else ""
+    return DiskFullError(errno.ENOSPC, f"disk full writing {path.name} in {path.parent} ({free / 2**20:.0f} MB "
+                         f"free{need}): free space there and run again (add --is_continue to resume)")
+
+
+@contextmanager
+def named_disk_full(path: Path, size_hint: int = 0):
+    """Turn ENOSPC raised inside the block (while writing `path`) into DiskFullError."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC and not isinstance(exc, DiskFullError):
+            raise disk_full(Path(path), exc, size_hint) from exc
+        raise
 
 
 def atomic_write(path: Path, write: Callable[[Path], None], size_hint: int = 0) -> Path:
@@ -22,18 +42,12 @@ def atomic_write(path: Path, write: Callable[[Path], None], size_hint: int = 0) 
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
     os.close(fd)
     try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException as exc:
+        with named_disk_full(path, size_hint):
+            write(Path(tmp))
+            os.replace(tmp, path)
+    finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-            free = shutil.disk_usage(path.parent).free
-            need = f"; it needs about {size_hint / 2**20:.0f} MB" if size_hint else ""
-            raise DiskFullError(errno.ENOSPC, f"disk full writing {path.name} in {path.parent} "
-                                f"({free / 2**20:.0f} MB free{need}): free space there and run again "
-                                "(add --is_continue to resume)") from exc
-        raise
     return path
 
 

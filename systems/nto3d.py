@@ -183,19 +183,24 @@ class NTO3DPipeline(Pipeline):
         self.store.set_prompt_mask(prompt.view, res.mask)
         report = {"round": 0, "prompt": prompt.to_dict(), "source": source, "mask_pixels": int(res.mask.sum())}
         self.store.history.append(report)
-        save_round(self.exp_dir / "masks", self.store, report, self.images, self.store.masks.astype(np.float32), 0.5)
+        folder = save_round(self.exp_dir / "masks", self.store, report, self.images,
+                            self.store.masks.astype(np.float32), 0.5)
+        self.progress.round(report, folder / "contact_sheet.png", len(self.images))
         self.phase, self.phase_start = "lift", iteration
         self.stage = self._stage_for("lift")
         self._tick("initial_mask", t0)
 
     def _round(self, iteration: int) -> None:
         s = self.n.lifting
+        self.progress.stage(f"projection (round {self.store.rounds_done + 1})")
         proj, known = self._votes(s.render_level)
+        self.progress.stage(f"segmenter (round {self.store.rounds_done + 1})")
         t0 = time.time()
         report = run_round(self.store, proj, self.images, self.segmenter(), s, self.trust, self.store.prompt_view,
                            seed=iteration, gt_masks=self.gt, known=known)
         self._tick("segmenter", t0)
-        save_round(self.exp_dir / "masks", self.store, report, self.images, proj, s.proj_threshold)
+        folder = save_round(self.exp_dir / "masks", self.store, report, self.images, proj, s.proj_threshold)
+        self.progress.round(report, folder / "contact_sheet.png", len(self.images))
         msg = (f"[lift] round {report['round']}: accepted {report['n_accepted']}/{report['n_candidates']} "
                f"prompted views (of {len(self.images)}), change {report['mean_change']:.3f}")
         if "iou_gt_mean" in report:
@@ -235,7 +240,8 @@ class NTO3DPipeline(Pipeline):
         if self.phase not in ("target", "done"):
             return super().write_mesh(iteration, resolution, threshold)
         res = resolution or self.s.validate.mesh_resolution
-        return self.meshes.write("target", self._target_sdf(res), iteration, res, threshold, keep_largest=True)
+        return self.meshes.write("target", self._target_sdf(res), iteration, res, threshold, keep_largest=True,
+                                 formats=self.formats)
 
     def _target_sdf(self, resolution: int):
         """SDF pushed outside (to one grid cell) wherever the occupancy head says "not the target"; the

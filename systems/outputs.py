@@ -17,7 +17,8 @@ import trimesh
 from datasets.dtu import DTUDataset, near_far_from_sphere
 from evaluation.metrics import chamfer_files
 from models.mesh import evaluate_grid, largest_component, marching_cubes, to_world
-from systems.atomic import atomic_write, atomic_write_text
+from models.mesh_export import export_formats, network_color_fn, vertex_colors
+from systems.atomic import atomic_write, atomic_write_text, named_disk_full
 from systems.settings import ValidateSettings
 
 
@@ -91,19 +92,31 @@ def extract_world_mesh(sdf_fn, scale_mat: np.ndarray, resolution: int, threshold
 
 
 class MeshWriter:
-    """meshes/<which>_<iter>.ply and meshes/<which>.ply (world space), evaluated against the scene's gt/."""
+    """meshes/<which>_<iter>.<fmt> and meshes/<which>.<fmt> (world space; vertex colours from the colour
+    network), the .ply evaluated against the scene's gt/."""
 
-    def __init__(self, dataset: DTUDataset, settings: ValidateSettings, bound: float, exp_dir: Path):
-        self.dataset, self.s, self.bound, self.folder = dataset, settings, bound, Path(exp_dir) / "meshes"
+    def __init__(self, model, dataset: DTUDataset, settings: ValidateSettings, bound: float, exp_dir: Path):
+        self.model, self.dataset, self.s, self.bound = model, dataset, settings, bound
+        self.folder = Path(exp_dir) / "meshes"
 
     def write(self, which: str, sdf_fn, iteration: int, resolution: int | None = None,
-              threshold: float | None = None, keep_largest: bool = False) -> Path:
+              threshold: float | None = None, keep_largest: bool = False, formats=("ply",)) -> Path:
         res = resolution or self.s.mesh_resolution
         thr = self.s.mesh_threshold if threshold is None else threshold
         mesh = extract_world_mesh(sdf_fn, self.dataset.scale_mat, res, thr, self.bound, self.s.mesh_chunk,
                                   self.dataset.device, keep_largest=keep_largest)
         path = self.folder / f"{which}_{iteration:08d}.ply"
-        atomic_write(path, lambda tmp: mesh.export(tmp, file_type="ply"))
+        if len(mesh.faces) == 0:
+            atomic_write(path, lambda tmp: mesh.export(tmp, file_type="ply"))
+        else:
+            ds = self.dataset
+            colors = vertex_colors(self.model, mesh, ds.scale_mat, ds.device, self.s.mesh_chunk)
+            color_fn = network_color_fn(self.model, ds.scale_mat, ds.device) if "textured" in formats else None
+            with named_disk_full(path):
+                written = export_formats(mesh, ["ply", *[f for f in formats if f != "ply"]], path, colors, color_fn)
+            for p in written.values():
+                latest = self.folder / p.name.replace(f"_{iteration:08d}", "")
+                atomic_write(latest, lambda tmp, p=p: shutil.copyfile(p, tmp))
         atomic_write(self.folder / f"{which}.ply", lambda tmp: shutil.copyfile(path, tmp))
         print(f"[mesh] {which}: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces -> {path}")
         if len(mesh.faces) == 0:

@@ -17,6 +17,7 @@ import torch
 
 from datasets.dtu import DTUDataset, near_far_from_sphere
 from systems.outputs import MeshWriter, render_view, save_validation_image
+from systems.progress import ProgressLog
 from systems.schedule import cos_anneal_ratio
 from systems.settings import Settings
 from systems.stages import LossWeights, RaySampler, SceneStage
@@ -64,7 +65,9 @@ class Pipeline:
         t = settings.train
         self.weights = LossWeights(color=t.color_weight, eikonal=t.eikonal_weight, mask=t.mask_weight, instance=0.0)
         self.background = torch.tensor(t.background, dtype=torch.float32, device=dataset.device)
-        self.meshes = MeshWriter(dataset, settings.validate, settings.model.bound, exp_dir)
+        self.meshes = MeshWriter(model, dataset, settings.validate, settings.model.bound, exp_dir)
+        self.progress = ProgressLog(exp_dir)       # progress.json for the web app and watchers
+        self.formats: tuple[str, ...] = ("ply",)   # mesh formats of the run's final mesh (train.py --format)
         self.stage = None
 
     # ------------------------------------------------------------ training
@@ -109,7 +112,7 @@ class Pipeline:
 
     def write_mesh(self, iteration: int, resolution: int | None = None, threshold: float | None = None) -> Path:
         """The mesh of what the run reconstructs (the scene here)."""
-        return self.meshes.write("scene", self.model.sdf.sdf, iteration, resolution, threshold)
+        return self.meshes.write("scene", self.model.sdf.sdf, iteration, resolution, threshold, formats=self.formats)
 
 
 class ScenePipeline(Pipeline):

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 
 from datasets.dtu import DatasetError
+from evaluation.report import write_report
+from models.mesh_export import parse_formats
 from sam_utils.errors import PromptError, SamCheckpointError, SegmenterError
 from sam_utils.prompts import Prompt, parse_cli_prompt
 from systems.builders import build_dataset, build_model, build_optimizer
@@ -87,11 +89,22 @@ def run(args: argparse.Namespace) -> int:
     r = build_run(conf, device, is_continue=args.is_continue or args.mode != "train", prompt=prompt,
                   sam_checkpoint=args.sam_checkpoint)
     tr, p = r.trainer, r.pipeline
+    p.formats = tuple(parse_formats(args.format))
     if args.mode == "train":
-        tr.fit()
-        p.write_mesh(tr.iteration, args.mcube_resolution, args.mcube_threshold)
-        if getattr(p, "phase", None) == "done":
-            p.validate_image(tr.iteration, view=0)
+        try:
+            tr.fit()
+            p.progress.stage("mesh")
+            p.write_mesh(tr.iteration, args.mcube_resolution, args.mcube_threshold)
+            if getattr(p, "phase", None) == "done":
+                p.validate_image(tr.iteration, view=0)
+        except BaseException as exc:
+            p.progress.error(f"{type(exc).__name__}: {exc}")
+            raise
+        try:
+            print(f"[report] {write_report(tr.exp_dir, p.dataset.data_dir)}")
+        except Exception as exc:  # the run's outputs are complete; a report failure must not hide them
+            print(f"[report] WARNING: the run report could not be written: {type(exc).__name__}: {exc}")
+        p.progress.done()
     elif args.mode == "validate_mesh":
         p.write_mesh(tr.iteration, args.mcube_resolution, args.mcube_threshold)
     else:

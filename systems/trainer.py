@@ -142,6 +142,8 @@ class Trainer:
         sums: dict[str, torch.Tensor] = {}
         n_sum = 0
         bar = tqdm(total=seg.until, initial=self.iteration, desc=seg.name, dynamic_ncols=True)
+        progress = self.pipeline.progress
+        progress.start(seg.name, seg.until, self.iteration)
         while self.iteration < seg.until:
             for k, v in self.step(seg).items():
                 sums[k] = sums.get(k, 0.0) + v
@@ -156,7 +158,10 @@ class Trainer:
                 for k, val in means.items():
                     self.writer.add_scalar(f"{seg.name.split()[0]}/{k}", val, it)
                 bar.set_postfix(loss=f"{means['total']:.4f}", s=f"{means.get('inv_s', 0.0):.0f}")
+                progress.step(it, means["total"])
                 sums, n_sum = {}, 0
+            else:
+                progress.step(it)
             if self.s.save_every > 0 and it % self.s.save_every == 0:
                 self.save()
             if self.s.val_image_every > 0 and it % self.s.val_image_every == 0:
