@@ -50,9 +50,8 @@ class RunManager:
         self._finished: dict | None = None        # the downloads once the run is done (made once)
 
     def command(self) -> list[str]:
-        cmd = [self.python, "train.py", "--conf", str(self.conf_path), "--case", self.case]
-        if '"--format"' in (ROOT / "train.py").read_text():   # train.py exports the formats itself (coloured)
-            cmd += ["--format", ",".join(DOWNLOAD_FORMATS)]
+        cmd = [self.python, "train.py", "--conf", str(self.conf_path), "--case", self.case,
+               "--format", ",".join(DOWNLOAD_FORMATS)]
         for line in self.overrides:
             cmd += ["--override", line]
         return cmd
