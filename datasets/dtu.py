@@ -120,6 +120,31 @@ def _load_cameras(path: Path, n_images: int) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(world), np.stack(scale)
 
 
+def load_masks_and_cameras(data_dir, mask_dir: str = "mask", cameras_name: str = "cameras_sphere.npz"):
+    """Masks and projection matrices of a scene folder, without reading its images (evaluation).
+
+    Returns world_mats (N, 4, 4) float64 (world -> pixels), scale_mats (N, 4, 4) and masks
+    (N, H, W) uint8 in {0, 1}; masks pair with cameras by sorted file order, as in DTUDataset.
+    """
+    data_dir = Path(data_dir)
+    folder = data_dir / mask_dir
+    paths = _list_images(folder) if folder.is_dir() else []
+    if not paths:
+        raise DatasetError(f"no masks in {folder}; put one {'/'.join(IMAGE_EXTS)} mask per view there "
+                           "or name the folder that holds them")
+    images = _list_images(data_dir / "image") if (data_dir / "image").is_dir() else []
+    if images and len(images) != len(paths):
+        raise DatasetError(f"{folder} holds {len(paths)} masks but {data_dir / 'image'} holds "
+                           f"{len(images)} images; provide one mask per view")
+    world, scale = _load_cameras(data_dir / cameras_name, len(paths))
+    masks = [_read_mask(p) for p in paths]
+    for p, m in zip(paths, masks):
+        if m.shape != masks[0].shape:
+            raise DatasetError(f"mask {p} is {m.shape[1]}x{m.shape[0]} but {paths[0].name} is "
+                               f"{masks[0].shape[1]}x{masks[0].shape[0]}; all masks must have one size")
+    return world, scale, np.stack(masks)
+
+
 # ----------------------------------------------------------------------------- camera maths
 def decompose_projection(P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """P (3x4 or 4x4) -> intrinsics (4, 4) with K[2,2] = 1 and camera-to-world pose (4, 4).

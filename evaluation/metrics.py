@@ -1,24 +1,33 @@
-"""Reconstruction metrics: DTU-style Chamfer distance (accuracy / completeness) and mask IoU.
+"""Reconstruction metrics: Chamfer distance on DTU's protocol (accuracy / completeness) and mask IoU.
 
-Meshes are compared as point sets: a mesh is sampled uniformly on its surface at a fixed density
-(DEFAULT_SPACING_MM = 0.2 mm, the DTU protocol's down-sampling distance), so numbers from different
-meshes are comparable. Point-to-point distances are capped at `cap` (DTU: 20 mm) so a few far
-outliers cannot dominate the means. Not included here: DTU's observation masks and bounding-box
-crop of the prediction (pass already-cropped geometry, or a visible-points gt as `gt`).
+Protocol (DTU MVS, as the de-facto evaluator DTUeval-python runs it; see evaluation/sampling.py):
+a predicted mesh becomes its vertices plus per-triangle grid samples at `spacing` (DTU: 0.2 mm), then
+is down-sampled to `spacing` (greedy radius rule, random order); a predicted point cloud is only
+down-sampled. A ground-truth mesh becomes its vertices plus grid samples (dense, like DTU's STL
+points); a ground-truth point cloud is used as it is. Accuracy = mean pred -> gt nearest distance,
+completeness = mean gt -> pred; distances >= `max_dist` (DTU: 20 mm) are outliers and are *dropped*
+from the means, and the fraction dropped is reported beside each figure. `outliers="clamp"` gives
+the older clamped variant (outliers counted as max_dist), which is not comparable with DTU figures.
+DTU's observation mask, bounding box and ground plane are in evaluation/dtu_protocol.py.
 """
 from __future__ import annotations
 
-import warnings
+import json
+import os
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import trimesh
 from scipy.spatial import cKDTree
 
-DEFAULT_SPACING_MM = 0.2                       # DTU protocol down-sampling distance
-DEFAULT_DENSITY = 1.0 / DEFAULT_SPACING_MM ** 2  # surface samples per mm^2
-DEFAULT_MAX_POINTS = 3_000_000                 # ~72 MB of float64 points; keeps KD-trees in RAM
-DEFAULT_CAP_MM = 20.0                          # DTU protocol distance cap
+from evaluation.sampling import downsample, sample_mesh
+
+DEFAULT_SPACING_MM = 0.2        # DTU protocol: sampling and down-sampling distance
+DEFAULT_MAX_DIST_MM = 20.0      # DTU protocol: distances at or beyond this are outliers
+OUTLIER_RULES = ("drop", "clamp")
+QUERY_CHUNK = 1 << 20           # nearest-neighbour queries per call (bounds the temporaries)
 
 
 class GeometryError(ValueError):
@@ -43,6 +52,8 @@ def load_geometry(path) -> np.ndarray | trimesh.Trimesh:
         geom = trimesh.util.concatenate(meshes) if meshes else \
             np.concatenate([np.asarray(g.vertices) for g in parts])
     if isinstance(geom, trimesh.Trimesh) and len(geom.faces) > 0:
+        if not np.all(np.isfinite(geom.vertices)):
+            raise GeometryError(f"geometry file {path} has NaN/inf coordinates; clean it")
         return geom
     points = np.asarray(getattr(geom, "vertices", geom), np.float64).reshape(-1, 3)
     if len(points) == 0:
@@ -52,82 +63,122 @@ def load_geometry(path) -> np.ndarray | trimesh.Trimesh:
     return points
 
 
-def sample_surface(mesh: trimesh.Trimesh, density: float = DEFAULT_DENSITY, seed: int = 0,
-                   max_points: int = DEFAULT_MAX_POINTS) -> np.ndarray:
-    """Uniform area-weighted samples on the mesh surface -> (M, 3) float64.
+def write_json(path, obj) -> None:
+    """Write obj as indented JSON to path atomically (temp file in the same folder + os.replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(obj, indent=2) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
-    M = ceil(area * density), at least 1; capped at `max_points` with a warning (a capped sample
-    has a lower density, so its Chamfer numbers are less comparable).
+
+def report(compute, json_path=None, errors: tuple = (GeometryError,)) -> int:
+    """Command-line tail: print compute()'s dict as JSON (and write it to json_path) -> exit code.
+
+    An exception of `errors` is printed as "error: ..." on stderr and gives exit code 1.
     """
-    tris = np.asarray(mesh.triangles, np.float64)                       # (F, 3, 3)
-    areas = 0.5 * np.linalg.norm(np.cross(tris[:, 1] - tris[:, 0], tris[:, 2] - tris[:, 0]), axis=1)
-    total = float(areas.sum())
-    if not total > 0:
-        raise GeometryError("mesh has zero surface area; nothing to sample")
-    count = max(1, int(np.ceil(total * density)))
-    if count > max_points:
-        warnings.warn(f"surface sample capped at {max_points} points (wanted {count}); the "
-                      "density is lower than requested", stacklevel=2)
-        count = max_points
-    rng = np.random.default_rng(seed)
-    face = rng.choice(len(tris), size=count, p=areas / total)          # (M,)
-    r1, r2 = rng.random(count), rng.random(count)
-    flip = r1 + r2 > 1.0                                                 # fold into the triangle
-    r1[flip], r2[flip] = 1.0 - r1[flip], 1.0 - r2[flip]
-    t = tris[face]                                                       # (M, 3, 3)
-    return t[:, 0] + r1[:, None] * (t[:, 1] - t[:, 0]) + r2[:, None] * (t[:, 2] - t[:, 0])
+    try:
+        result = compute()
+    except errors as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2))
+    if json_path:
+        write_json(json_path, result)
+    return 0
 
 
-def as_points(geom, density: float = DEFAULT_DENSITY, seed: int = 0,
-              max_points: int = DEFAULT_MAX_POINTS) -> np.ndarray:
-    """A mesh is sampled with `sample_surface`; a point cloud is returned as is -> (M, 3)."""
+def prediction_points(geom, spacing: float = DEFAULT_SPACING_MM, seed: int = 0) -> tuple[np.ndarray, int]:
+    """Predicted mesh or points -> (DTU samples down-sampled to `spacing` (K, 3), samples before)."""
+    pts = sample_mesh(geom, spacing) if isinstance(geom, trimesh.Trimesh) else \
+        np.asarray(geom, np.float64).reshape(-1, 3)
+    return downsample(pts, spacing, seed), len(pts)
+
+
+def reference_points(geom, spacing: float = DEFAULT_SPACING_MM) -> np.ndarray:
+    """Ground-truth mesh -> vertices + DTU grid samples at `spacing`; points as they are -> (M, 3)."""
     if isinstance(geom, trimesh.Trimesh):
-        return sample_surface(geom, density, seed, max_points)
+        return sample_mesh(geom, spacing)
     return np.asarray(geom, np.float64).reshape(-1, 3)
 
 
-def capped_distances(src: np.ndarray, dst: np.ndarray, cap: float = DEFAULT_CAP_MM) -> np.ndarray:
-    """Distance from each src point (M, 3) to its nearest dst point, min(d, cap) -> (M,)."""
+def nearest_distances(src: np.ndarray, dst: np.ndarray, max_dist: float = np.inf,
+                      tree: cKDTree | None = None) -> np.ndarray:
+    """Distance from each src point (M, 3) to its nearest dst point (N, 3) -> (M,) float64.
+
+    Distances >= max_dist come back as inf (the KD-tree stops searching there); queries run
+    QUERY_CHUNK points at a time. Pass `tree` = cKDTree(dst) to reuse one.
+    """
+    src = np.asarray(src, np.float64).reshape(-1, 3)
     if len(src) == 0 or len(dst) == 0:
         raise GeometryError("cannot measure distances with an empty point set")
-    dist, _ = cKDTree(dst).query(src, k=1, distance_upper_bound=cap, workers=-1)
-    return np.minimum(dist, cap)           # beyond the bound cKDTree returns inf
+    tree = cKDTree(np.asarray(dst, np.float64).reshape(-1, 3)) if tree is None else tree
+    out = np.empty(len(src))
+    for lo in range(0, len(src), QUERY_CHUNK):
+        out[lo:lo + QUERY_CHUNK] = tree.query(src[lo:lo + QUERY_CHUNK], k=1,
+                                              distance_upper_bound=max_dist, workers=-1)[0]
+    out[out >= max_dist] = np.inf
+    return out
 
 
-def chamfer(pred_points: np.ndarray, gt_points: np.ndarray, cap: float = DEFAULT_CAP_MM,
-            gt_accuracy_points: np.ndarray | None = None) -> dict:
-    """DTU-style Chamfer: accuracy = mean capped pred->gt, completeness = mean capped gt->pred.
+def outlier_mean(dist: np.ndarray, max_dist: float, outliers: str = "drop") -> tuple[float, float]:
+    """(mean, outlier fraction) of distances (M,): outliers (>= max_dist) dropped or clamped.
 
-    `gt_accuracy_points` (optional) replaces gt for the accuracy term only, e.g. the full gt
-    surface while `gt_points` holds only the visible part. overall = mean of the two.
+    With "drop" and every distance an outlier the mean is nan (nothing left to average).
+    """
+    if outliers not in OUTLIER_RULES:
+        raise ValueError(f"outliers must be one of {OUTLIER_RULES}, got {outliers!r}")
+    far = ~(dist < max_dist)
+    fraction = float(far.mean())
+    if outliers == "clamp":
+        return float(np.minimum(dist, max_dist).mean()), fraction
+    return (float(dist[~far].mean()) if (~far).any() else float("nan")), fraction
+
+
+def chamfer(pred_points: np.ndarray, gt_points: np.ndarray, max_dist: float = DEFAULT_MAX_DIST_MM,
+            gt_accuracy_points: np.ndarray | None = None, outliers: str = "drop") -> dict:
+    """Chamfer of point sets: accuracy pred -> gt, completeness gt -> pred, overall their mean.
+
+    `gt_accuracy_points` (optional) replaces gt for the accuracy term only (e.g. the whole gt
+    surface while `gt_points` holds its visible part). Returns accuracy, completeness, overall and
+    accuracy_outliers / completeness_outliers: the fractions of distances >= max_dist (dropped, or
+    clamped with outliers="clamp"), plus outlier_rule.
     """
     pred = np.asarray(pred_points, np.float64).reshape(-1, 3)
     gt = np.asarray(gt_points, np.float64).reshape(-1, 3)
-    gt_acc = gt if gt_accuracy_points is None else np.asarray(gt_accuracy_points, np.float64)
-    accuracy = float(capped_distances(pred, gt_acc.reshape(-1, 3), cap).mean())
-    completeness = float(capped_distances(gt, pred, cap).mean())
-    return {"accuracy": accuracy, "completeness": completeness,
-            "overall": 0.5 * (accuracy + completeness)}
+    gt_acc = gt if gt_accuracy_points is None else np.asarray(gt_accuracy_points, np.float64).reshape(-1, 3)
+    acc, acc_out = outlier_mean(nearest_distances(pred, gt_acc, max_dist), max_dist, outliers)
+    comp, comp_out = outlier_mean(nearest_distances(gt, pred, max_dist), max_dist, outliers)
+    return {"accuracy": acc, "completeness": comp, "overall": 0.5 * (acc + comp),
+            "accuracy_outliers": acc_out, "completeness_outliers": comp_out, "outlier_rule": outliers}
 
 
 from sam_utils.masks import mask_iou  # noqa: E402,F401  (mask IoU lives with the other mask helpers)
 
 
-def chamfer_files(pred_path, gt_path, gt_accuracy_path=None,
-                  spacing: float = DEFAULT_SPACING_MM, cap: float = DEFAULT_CAP_MM,
-                  max_points: int = DEFAULT_MAX_POINTS, seed: int = 0) -> dict:
-    """Chamfer between geometry files (meshes sampled every `spacing`, point clouds as they are).
+def chamfer_files(pred_path, gt_path, gt_accuracy_path=None, spacing: float = DEFAULT_SPACING_MM,
+                  max_dist: float = DEFAULT_MAX_DIST_MM, *, outliers: str = "drop", seed: int = 0) -> dict:
+    """Chamfer between geometry files on DTU's protocol (see the module docstring).
 
-    pred, gt and gt_accuracy are sampled with seeds seed, seed + 1, seed + 2, so two copies of one
-    mesh show the sampling noise floor (about spacing / 2), not a fake exact 0.
-    Returns chamfer()'s dict plus n_pred, n_gt (and n_gt_accuracy when given).
+    gt_path: completeness reference (e.g. visible-surface points); gt_accuracy_path: the accuracy
+    reference (e.g. the closed gt mesh; default gt_path). spacing: sampling and down-sampling
+    distance in scene units (DTU: 0.2 mm); seed: the down-sampling order.
+    Returns chamfer()'s dict plus n_pred (after down-sampling), n_pred_samples (before), n_gt
+    (and n_gt_accuracy when given).
     """
-    density = 1.0 / spacing ** 2
-    pts = {name: as_points(load_geometry(path), density, seed + k, max_points)
-           for k, (name, path) in enumerate((("pred", pred_path), ("gt", gt_path),
-                                             ("gt_accuracy", gt_accuracy_path))) if path}
-    result = chamfer(pts["pred"], pts["gt"], cap, pts.get("gt_accuracy"))
-    result.update(n_pred=len(pts["pred"]), n_gt=len(pts["gt"]))
-    if "gt_accuracy" in pts:
-        result["n_gt_accuracy"] = len(pts["gt_accuracy"])
+    if not spacing > 0 or not max_dist > 0:
+        raise ValueError(f"spacing ({spacing}) and max_dist ({max_dist}) must be positive")
+    pred, n_samples = prediction_points(load_geometry(pred_path), spacing, seed)
+    gt = reference_points(load_geometry(gt_path), spacing)
+    gt_acc = reference_points(load_geometry(gt_accuracy_path), spacing) if gt_accuracy_path else None
+    result = chamfer(pred, gt, max_dist, gt_acc, outliers)
+    result.update(n_pred=len(pred), n_pred_samples=n_samples, n_gt=len(gt))
+    if gt_acc is not None:
+        result["n_gt_accuracy"] = len(gt_acc)
     return result

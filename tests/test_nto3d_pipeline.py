@@ -45,8 +45,11 @@ def test_target_mesh_is_the_target(run, tiny_scene):
     target_path = run.pipeline.write_mesh(run.trainer.iteration, resolution=64)
     assert target_path.name.startswith("target_")
     gt = tiny_scene / "gt"
-    to_target = chamfer_files(target_path, gt / "target_visible.ply", gt / "target.ply", 2.0)["overall"]
-    scene_to_target = chamfer_files(meshes / "scene.ply", gt / "target_visible.ply", gt / "target.ply", 2.0)["overall"]
+    # outliers clamped, not dropped: the scene mesh's table and distractors must count against it
+    to_target = chamfer_files(target_path, gt / "target_visible.ply", gt / "target.ply", 2.0,
+                              outliers="clamp")["overall"]
+    scene_to_target = chamfer_files(meshes / "scene.ply", gt / "target_visible.ply", gt / "target.ply", 2.0,
+                                    outliers="clamp")["overall"]
     # measured on CPU: 12.5 mm vs 17.0 mm (ratio 0.73); the GPU rows of bench/RESULTS.md measure quality
     assert to_target < 0.8 * scene_to_target
 

@@ -20,8 +20,11 @@ def make_trainer(scene, exp_dir, *overrides, is_continue=False, device="cpu"):
 
 
 def scene_chamfer(tr, scene) -> float:
+    """Overall Chamfer, outliers clamped: most of an untrained mesh is >= 20 mm off on this tiny scene,
+    and DTU's rule (dropping them) would hide exactly what this test measures."""
     path = tr.pipeline.write_mesh(tr.iteration)
-    return chamfer_files(path, scene / "gt" / "scene_visible.ply", scene / "gt" / "scene.ply", EVAL_SPACING)["overall"]
+    return chamfer_files(path, scene / "gt" / "scene_visible.ply", scene / "gt" / "scene.ply", EVAL_SPACING,
+                         outliers="clamp")["overall"]
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +37,9 @@ def trained(tiny_scene, tmp_path_factory):
 
 
 def test_training_brings_the_mesh_close_to_ground_truth(trained):
-    """Chamfer (mm, 20 mm cap) after 400 CPU iterations is below a bound the untrained sphere fails.
+    """Chamfer (mm, clamped at 20 mm) after 400 CPU iterations is below a bound the untrained sphere fails.
 
-    Measured: untrained 17.7, trained 13.4 on this 8-view 96x72 scene. Most of the remaining error
+    Measured: untrained 17.7, trained 13.6 on this 8-view 96x72 scene. Most of the remaining error
     is surface left under the table, which no camera sees (accuracy is not cropped to observed
     space yet); on the GPU at 49 views 800x600 the same code reaches 0.6 mm (bench/RESULTS.md).
     """

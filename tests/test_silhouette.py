@@ -1,0 +1,81 @@
+"""Silhouette check (evaluation/silhouette.py, scripts/eval_silhouette.py): rasteriser rules and the
+ground-truth target mesh of a synthetic scene against its gt/target_mask."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+
+from datasets.dtu import DatasetError
+from datasets.synthetic import make_scene
+from evaluation.silhouette import evaluate_silhouettes, rasterize, silhouette
+
+ROOT = Path(__file__).resolve().parents[1]
+# The renderer's masks count a ray as a hit within a fraction of a pixel of the surface, so they are
+# up to half a pixel wider at the outline than a pixel-centre rasterisation: at 240x180 (a target of
+# ~1900 pixels) that costs under 1 % IoU, hence 0.99 for "IoU 1".
+EDGE_IOU = 0.99
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    return make_scene("easy", tmp_path_factory.mktemp("sil") / "easy", n_views=4, width=240, height=180,
+                      seed=0, gt_resolution=192)
+
+
+def scaled(mesh: trimesh.Trimesh, factor: float) -> trimesh.Trimesh:
+    centre = mesh.vertices.mean(axis=0)
+    return trimesh.Trimesh(centre + factor * (mesh.vertices - centre), mesh.faces, process=False)
+
+
+def test_rasterize_covers_pixel_centres():
+    # a square from 0.5 to 4.5 (two triangles, either winding): pixel centres 1..4 -> 16 pixels
+    uv = np.array([[0.5, 0.5], [4.5, 0.5], [4.5, 4.5], [0.5, 4.5]])
+    for faces in ([[0, 1, 2], [0, 2, 3]], [[0, 2, 1], [0, 3, 2]]):
+        img = rasterize(uv, np.array(faces), 8, 8)
+        assert img.sum() == 16 and img[1:5, 1:5].all()
+    # centres on an edge count; a triangle off the image or degenerate adds nothing
+    img = rasterize(np.array([[1.0, 1.0], [3.0, 1.0], [1.0, 3.0], [20, 20], [30, 20], [20, 30]]),
+                    np.array([[0, 1, 2], [3, 4, 5], [0, 0, 1]]), 8, 8)
+    assert img.sum() == 6 and img[1, 1] and img[1, 3] and img[3, 1] and not img[3, 3]
+
+
+def test_triangles_behind_the_camera_are_skipped():
+    world_mat = np.eye(4)
+    world_mat[:3, :3] = [[10, 0, 5], [0, 10, 5], [0, 0, 1]]              # K, camera at the origin
+    tri = trimesh.Trimesh([[-1, -1, 2], [1, -1, 2], [0, 1, 2]], [[0, 1, 2]], process=False)
+    assert silhouette(tri, world_mat, 11, 11).sum() > 10
+    behind = trimesh.Trimesh(tri.vertices * [1, 1, -1], tri.faces, process=False)
+    assert silhouette(behind, world_mat, 11, 11).sum() == 0
+
+
+def test_gt_target_mesh_matches_its_masks(scene):
+    res = evaluate_silhouettes(scene / "gt" / "target.ply", scene, "gt/target_mask")
+    assert len(res["per_view"]) == 4 and min(res["per_view"]) >= EDGE_IOU
+    assert res["mean_iou"] == pytest.approx(np.mean(res["per_view"]))
+    # the whole scene's mesh explains the any-surface masks too
+    assert evaluate_silhouettes(scene / "gt" / "scene.ply", scene)["mean_iou"] >= EDGE_IOU
+
+
+@pytest.mark.parametrize("factor", [0.9, 1.1])
+def test_shrunk_or_grown_mesh_scores_lower(scene, tmp_path, factor):
+    gt = evaluate_silhouettes(scene / "gt" / "target.ply", scene, "gt/target_mask")
+    scaled(trimesh.load(scene / "gt" / "target.ply", process=False), factor).export(tmp_path / "m.ply")
+    res = evaluate_silhouettes(tmp_path / "m.ply", scene, "gt/target_mask")
+    assert all(r < g - 0.05 for r, g in zip(res["per_view"], gt["per_view"]))
+    assert res["mean_iou"] < 0.9
+
+
+def test_eval_silhouette_cli(scene, tmp_path):
+    out = subprocess.run([sys.executable, "scripts/eval_silhouette.py", "--mesh", scene / "gt" / "target.ply",
+                          "--scene", scene, "--mask_dir", "gt/target_mask", "--json", tmp_path / "s.json"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    res = json.loads((tmp_path / "s.json").read_text())
+    assert set(res) == {"mean_iou", "per_view"} and len(res["per_view"]) == 4
+    assert f"mean IoU {res['mean_iou']:.4f} over 4 views" in out.stdout
+    with pytest.raises(DatasetError, match="no_such_dir"):
+        evaluate_silhouettes(scene / "gt" / "target.ply", scene, "no_such_dir")
