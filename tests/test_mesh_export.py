@@ -10,10 +10,8 @@ from scipy.spatial import cKDTree
 from datasets.sphere_tracer import shade
 from datasets.synthetic_presets import build_preset
 from models.mesh_export import export_formats, parse_formats, vertex_colors
-from systems.config import Conf
-from systems.trainer import Trainer
-from systems.validation import render_view
-from tests.conftest import ROOT
+from systems.outputs import render_view
+from tests.runs import make_run
 
 
 def _mesh_of(path):
@@ -79,14 +77,12 @@ def test_textured_export_bakes_the_colour_function(tmp_path):
 def trained_scene(tiny_scene, tmp_path_factory):
     """A full-scene field after 300 cheap CPU iterations (16 + 8 samples a ray, the colour MLP at a 10x
     learning rate so that colours form in so short a run; the GPU runs of bench/ train 20000)."""
-    lines = [f'dataset.data_dir = "{tiny_scene}"', f'general.base_exp_dir = "{tmp_path_factory.mktemp("exp")}"',
-             "nto3d.enabled = false", "train.max_iters = 300", "train.lr_mlp = 1e-2", "model.renderer.n_samples = 16",
-             "train.save_every = 0"]
-    conf = Conf.from_file(ROOT / "confs" / "tiny.conf", case="t", overrides="\n".join(lines))
-    tr = Trainer(conf, torch.device("cpu"))
-    tr.train()
-    mesh = trimesh.load(tr.write_mesh("scene", resolution=64), force="mesh", process=False)
-    return tr, mesh, vertex_colors(tr.model, mesh, tr.dataset.scale_mat, tr.device)
+    run = make_run(tiny_scene, tmp_path_factory.mktemp("exp"), "train.max_iters = 300", "train.lr_mlp = 1e-2",
+                   "model.renderer.n_samples = 16", "train.save_every = 0")
+    run.trainer.fit()
+    tr = run.pipeline                                       # the pipeline holds the model and the data
+    mesh = trimesh.load(tr.write_mesh(run.trainer.iteration, resolution=64), force="mesh", process=False)
+    return tr, mesh, vertex_colors(tr.model, mesh, tr.dataset.scale_mat, tr.dataset.device)
 
 
 def test_vertex_colours_are_the_fields_rendered_colours(trained_scene):

@@ -21,7 +21,8 @@ import numpy as np
 
 from datasets.dtu import IMAGE_EXTS
 from sam_utils.prompts import Prompt
-from sam_utils.segmenter import Segmenter, build_segmenter
+from sam_utils.segmenter import Segmenter
+from sam_utils.segmenters import build_segmenter
 from systems.config import Conf
 
 DISPLAY_MAX = 800          # display images: longest side at most this (pixels) ...
@@ -218,7 +219,7 @@ class SceneData:
     def write_prompt(self, state: PromptState) -> Path:
         """Write the prompt to the scene's prompt file (atomically) after checking it fits the view."""
         h, w = self.image(state.view).shape[:2]
-        state.prompt().validate(h, w, str(self.prompt_path))
+        state.prompt().validate(h, w, str(self.prompt_path), n_views=self.n_views)
         tmp = self.prompt_path.with_name(f".{self.prompt_path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(state.to_json(), indent=2) + "\n")
         os.replace(tmp, self.prompt_path)
