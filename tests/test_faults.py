@@ -165,3 +165,11 @@ def test_fuzz_conf_overrides_give_a_named_error_or_a_conf(line):
     except ConfigError:
         return
     assert isinstance(conf, Conf) and conf.has("general")            # the base conf is still there
+
+
+def test_a_checkpoint_of_the_older_layout_says_so(tiny_scene, tmp_path):
+    """Checkpoints written before the trainer/pipeline split held raw numpy objects: refused, named, explained."""
+    (tmp_path / "checkpoints").mkdir()
+    torch.save({"model": {}, "rng": {"numpy": np.random.get_state()}}, tmp_path / "checkpoints" / "ckpt_000010.pth")
+    with pytest.raises(ckpt.CheckpointError, match="older version"):
+        short_run(tiny_scene, tmp_path, is_continue=True)

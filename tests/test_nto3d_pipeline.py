@@ -59,3 +59,21 @@ def test_resume_keeps_the_lifting_state(run, tiny_scene):
     assert again.pipeline.phase == "done"
     assert np.array_equal(again.pipeline.store.masks, run.pipeline.store.masks)
     assert np.array_equal(again.pipeline.final, run.pipeline.final)
+
+
+def test_the_run_report_of_the_pipeline_run_has_its_plots_and_renders(run, tiny_scene):
+    """report.html of this CPU pipeline run: the prompt, per-round plots and mesh renders, as decodable images."""
+    import base64
+    import re
+
+    import cv2
+
+    from evaluation.report import write_report
+
+    run.pipeline.write_mesh(run.trainer.iteration, resolution=64)
+    page = write_report(run.exp_dir, tiny_scene).read_text()
+    images = dict(re.findall(r'id="(img-[\w-]+)" src="data:image/\w+;base64,([^"]+)"', page))
+    assert {"img-prompt", "img-iou"} <= set(images) and any(k.startswith("img-render") for k in images)
+    for key, data in images.items():
+        img = cv2.imdecode(np.frombuffer(base64.b64decode(data), np.uint8), cv2.IMREAD_COLOR)
+        assert img is not None and img.shape[0] > 16 and img.std() > 1.0, key

@@ -13,13 +13,15 @@ import pytest
 from evaluation.mesh_render import camera_from_world_mat, render_mesh
 from evaluation.metrics import chamfer_files
 from evaluation.report import write_report
-from sam_utils.lifting import LiftingSettings, MaskStore, run_round, save_round
+from sam_utils.lifting import LiftingSettings, MaskStore, SegmenterTrust, run_round, save_round
 from sam_utils.prompts import load_prompt_file
 from systems.progress import ProgressLog
 from tests.oracles import DegradedOracle
 
-SETTINGS = LiftingSettings(accept_iou=0.5, converge_eps=0.01, max_rounds=3, proj_threshold=0.5, n_positive=3,
-                           n_negative=2, cascade=False, view_radius_deg=180.0)
+TRUST = SegmenterTrust(accept_iou=0.5, min_recall=0.7, negative_weight=1.0)
+SETTINGS = LiftingSettings(converge_eps=0.01, max_rounds=3, proj_threshold=0.5, n_positive=3, n_negative=2,
+                           cascade=False, render_level=1, final_render_level=1, depth_tol=0.02, prompt_weight=1000.0,
+                           hull_margin=0.05, per_segmenter={"oracle": TRUST})
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +41,7 @@ def run_dir(tiny_scene, tmp_path_factory):
     log.round(report0, folder / "contact_sheet.png", len(images))
     for r in range(2):   # "projections": the ground truth, blurred more in the first round
         proj = np.stack([cv2.GaussianBlur(g.astype(np.float32), (0, 0), 3.0 - r) for g in gt])
-        rep = run_round(store, proj, images, seg, SETTINGS, prompt.view, seed=r, gt_masks=gt)
+        rep = run_round(store, proj, images, seg, SETTINGS, TRUST, prompt.view, seed=r, gt_masks=gt)
         folder = save_round(exp / "masks", store, rep, images, proj, 0.5)
         log.round(rep, folder / "contact_sheet.png", len(images))
     for it in range(0, 200, 10):
