@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
             p.progress.error(f"{type(exc).__name__}: {exc}")
             raise
         try:
-            print(f"[report] {write_report(tr.exp_dir, p.dataset.data_dir)}")
+            write_report(tr.exp_dir, p.dataset.data_dir)        # prints its path
         except Exception as exc:  # the run's outputs are complete; a report failure must not hide them
             print(f"[report] WARNING: the run report could not be written: {type(exc).__name__}: {exc}")
         p.progress.done()
