@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.suite_table import markdown_table, summarize_scene  # noqa: E402
+from systems.atomic import atomic_write_text  # noqa: E402
 from datasets.synthetic_presets import PRESETS  # noqa: E402
 
 SCAN65 = "dtu_scan65"
@@ -187,13 +188,6 @@ def collect(args, scenes: list[str]) -> dict:
     return out
 
 
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def copy_results(args, scenes: list[str], summary_path: Path, dest: Path) -> None:
     """The summary and every run's JSON and log into dest, under the --exp_root layout (small files only:
     --summarize --exp_root DEST rebuilds the table from them elsewhere)."""
@@ -268,7 +262,7 @@ def main(argv=None) -> int:
               "jobs": [{"name": j.name, "rc": j.rc, "seconds": j.seconds, "log": str(j.log)} for j in jobs],
               "table": table}
     out = Path(args.json) if args.json else Path(args.exp_root) / "summary.json"
-    write_atomic(out, json.dumps(report, indent=1) + "\n")
+    atomic_write_text(out, json.dumps(report, indent=1) + "\n")
     print(f"[suite] summary -> {out}")
     if args.copy_to:
         copy_results(args, scenes, out, Path(args.copy_to))

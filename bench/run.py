@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import time
@@ -36,6 +35,7 @@ import torch  # noqa: E402
 from datasets.synthetic import make_scene  # noqa: E402
 from evaluation.segmentation import segmenter_alone_ious  # noqa: E402
 from sam_utils.masks import mask_iou  # noqa: E402
+from systems.atomic import atomic_write_text  # noqa: E402
 from systems.config import Conf  # noqa: E402
 from systems.propagation import click_propagation  # noqa: E402
 from systems.runner import build_run  # noqa: E402
@@ -249,9 +249,7 @@ def main(argv=None) -> int:
     if args.compare and args.repeat == 1:
         print(f"speed-up (it/s compare / base): {results[1]['it_per_s'] / results[0]['it_per_s']:.2f}x")
     if args.json:
-        tmp = Path(args.json).with_name(Path(args.json).name + ".tmp")
-        tmp.write_text(json.dumps(results, indent=1))
-        os.replace(tmp, args.json)
+        atomic_write_text(Path(args.json), json.dumps(results, indent=1))
     return 0
 
 

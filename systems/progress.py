@@ -2,7 +2,7 @@
 
 The trainer calls `start` when a stage begins, `step` every iteration (cheap: the file is rewritten
 at most every `min_interval` seconds), `round` after each lifting round, and the command line
-`done` / `error` at the end. Every write is atomic (temp file + os.replace), so a reader never sees
+`done` / `error` at the end. Every write is atomic (systems/atomic.py), so a reader never sees
 a half-written file. Schema (all keys always present):
 
     {"status": "running" | "done" | "error", "stage": str, "iteration": int, "until": int,
@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
+
+from systems.atomic import atomic_write_text
 
 PROGRESS_FILE = "progress.json"
 MAX_LOSS_POINTS = 500      # the loss curve is halved (every other point dropped) when it grows past this
@@ -92,9 +93,6 @@ class ProgressLog:
 
     def write(self) -> Path:
         self.state["updated"] = time.time()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.state))
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, json.dumps(self.state))
         self._last_write = self.state["updated"]
         return self.path

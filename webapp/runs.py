@@ -21,6 +21,7 @@ import trimesh
 
 from datasets.dtu import decompose_projection
 from models.mesh_export import export_formats
+from systems.atomic import atomic_write
 from systems.config import Conf
 from systems.progress import PROGRESS_FILE, read_progress
 
@@ -130,9 +131,7 @@ def finish_meshes(mesh_dir: Path, data_dir: Path) -> dict:
         cams = camera_pyramids(data_dir / "cameras_sphere.npz")
         if cams is not None:
             scene.add_geometry(cams, geom_name="cameras")
-        tmp = preview.with_name(f".{preview.name}.tmp")
-        tmp.write_bytes(scene.export(file_type="glb"))
-        os.replace(tmp, preview)
+        atomic_write(preview, lambda tmp: tmp.write_bytes(scene.export(file_type="glb")))
     return {"files": files, "preview": None if preview is None else str(preview), "mesh": str(ply),
             "n_vertices": len(mesh.vertices), "n_faces": len(mesh.faces)}
 

@@ -10,7 +10,6 @@ tab's clicks live in its own PromptState.
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from datasets.dtu import IMAGE_EXTS
 from sam_utils.prompts import Prompt
 from sam_utils.segmenter import Segmenter
 from sam_utils.segmenters import build_segmenter
+from systems.atomic import atomic_write_text
 from systems.config import Conf
 
 DISPLAY_MAX = 800          # display images: longest side at most this (pixels) ...
@@ -220,7 +220,5 @@ class SceneData:
         """Write the prompt to the scene's prompt file (atomically) after checking it fits the view."""
         h, w = self.image(state.view).shape[:2]
         state.prompt().validate(h, w, str(self.prompt_path), n_views=self.n_views)
-        tmp = self.prompt_path.with_name(f".{self.prompt_path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(state.to_json(), indent=2) + "\n")
-        os.replace(tmp, self.prompt_path)
+        atomic_write_text(self.prompt_path, json.dumps(state.to_json(), indent=2) + "\n")
         return self.prompt_path
