@@ -3,7 +3,7 @@
 Usage (from the repository root)::
 
     python scripts/eval_silhouette.py --mesh exp/scan65/meshes/target.ply --scene data/dtu_scan65
-                                      [--mask_dir mask] [--json out.json]
+                                      [--mask_dir mask] [--json out.json] [--workers 8]
 
 The scene is in the NeuS/IDR layout (cameras_sphere.npz + one mask per view); the mesh is in the
 scene's world coordinates (this project's meshes/*.ply are). --mask_dir is `mask` (DTU's object
@@ -31,13 +31,14 @@ def parse_args(argv=None):
     ap.add_argument("--mask_dir", default="mask", help="mask folder inside the scene (default mask)")
     ap.add_argument("--cameras", default="cameras_sphere.npz", help="cameras file inside the scene")
     ap.add_argument("--json", help="also write {mean_iou, per_view} to this file")
+    ap.add_argument("--workers", type=int, default=1, help="processes the views are split over (default 1)")
     return ap.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        result = evaluate_silhouettes(args.mesh, args.scene, args.mask_dir, args.cameras)
+        result = evaluate_silhouettes(args.mesh, args.scene, args.mask_dir, args.cameras, args.workers)
     except (GeometryError, DatasetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

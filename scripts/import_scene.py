@@ -5,7 +5,7 @@ Examples (from the repository root):
     python scripts/import_scene.py ~/captures/mug --out data/mug                  # photos -> SfM
     python scripts/import_scene.py ~/colmap_proj --out data/proj --format colmap
     python scripts/import_scene.py ../shared/data/nerf_synthetic_lego --out data/lego --downscale 2
-    python scripts/import_scene.py ../shared/data/instant_ngp_fox --out data/fox --downscale 2
+    python scripts/import_scene.py ../shared/data/instant_ngp_fox --out data/fox --downscale 2 --image-format jpg
     python scripts/import_scene.py ../shared/data/llff_fern --out data/fern
 Then check data/NAME/sphere_overlay.png: the tinted disk is what will be reconstructed.
 """
@@ -18,7 +18,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from datasets.dtu import DatasetError  # noqa: E402
-from datasets.importers import FORMATS, import_scene  # noqa: E402
+from datasets.importers import FORMATS, IMAGE_FORMATS, import_scene  # noqa: E402
 from sam_utils.errors import PromptError  # noqa: E402
 from sam_utils.prompts import load_prompt_file, parse_cli_prompt  # noqa: E402
 
@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--format", default="auto", choices=FORMATS, help="source format (default: auto)")
     ap.add_argument("--force", action="store_true", help="replace an existing, non-empty --out")
     ap.add_argument("--downscale", type=float, default=1.0, help="shrink the written images by this")
+    ap.add_argument("--image-format", default="png", choices=IMAGE_FORMATS,
+                    help="written views: png (lossless, default) or jpg (far smaller for photos)")
+    ap.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality 1-100 (default 95)")
     ap.add_argument("--views", default=None, help='subset in source order: "0:40:2" or "0,3,7"')
     ap.add_argument("--background", default="white",
                     help="colour behind transparent pixels of RGBA images: white, black or R,G,B")
@@ -84,7 +87,8 @@ def main(argv=None) -> int:
         res = import_scene(
             args.src, args.out, args.format, downscale=args.downscale, views=args.views,
             background=args.background, sphere=args.sphere, box=args.box, margin=args.margin,
-            prompt=prompt, force=args.force, images=args.images,
+            prompt=prompt, force=args.force, image_format=args.image_format,
+            jpeg_quality=args.jpeg_quality, images=args.images,
             drop_unregistered=args.drop_unregistered,
             splits=args.splits.split(",") if args.splits else None, llff_factor=args.llff_factor,
             camera_model=args.camera_model, sfm_max_size=args.sfm_max_size,

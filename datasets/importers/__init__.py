@@ -5,8 +5,8 @@ Entry point: ``import_scene(src, out, fmt="auto", ...)``; CLI: scripts/import_sc
 """
 from .errors import (DuplicateViewError, ImageSizeError, IntrinsicsError, MissingImageError,
                      NormalisationError, RotationError, SceneImportError, UnregisteredViewError)
-from .pipeline import FORMATS, ImportResult, detect_format, import_scene
+from .pipeline import FORMATS, IMAGE_FORMATS, ImportResult, detect_format, import_scene
 
-__all__ = ["import_scene", "detect_format", "FORMATS", "ImportResult", "SceneImportError",
-           "MissingImageError", "DuplicateViewError", "UnregisteredViewError", "IntrinsicsError",
-           "RotationError", "ImageSizeError", "NormalisationError"]
+__all__ = ["import_scene", "detect_format", "FORMATS", "IMAGE_FORMATS", "ImportResult",
+           "SceneImportError", "MissingImageError", "DuplicateViewError", "UnregisteredViewError",
+           "IntrinsicsError", "RotationError", "ImageSizeError", "NormalisationError"]

@@ -3,7 +3,8 @@
 Output (written to a hidden sibling folder, then moved into place, so a failed import leaves
 no half-written scene)::
 
-    out/image/000.png ...          views, undistorted, optionally downscaled, source order
+    out/image/000.png ...          views, undistorted, optionally downscaled, source order (PNG, or
+                                   JPEG with image_format="jpg": far smaller for photos)
     out/mask/000.png ...           object masks (alpha channel / mask_path), when the source has them
     out/cameras_sphere.npz         world_mat_i = K [R|t] (4x4), scale_mat_i = the bounding sphere
     out/sphere_overlay.png         the sphere's footprint on a few views (check nothing is cut)
@@ -34,6 +35,7 @@ from .triangulate import triangulate_views
 from .undistort import pinhole_camera, undistort_image
 
 FORMATS = ("auto", "colmap", "transforms", "blender", "llff", "images")
+IMAGE_FORMATS = ("png", "jpg")      # of the written views (masks and the overlay are always PNG)
 HULL_MASK_SIDE = 200         # masks are carved at this longer side
 TRI_SIDE = 640               # views are matched at this longer side (sources without points)
 OVERLAY_VIEWS = 6
@@ -124,20 +126,22 @@ def _read_rgba(path: Path) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA if img.shape[2] == 4 else cv2.COLOR_BGR2RGB)
 
 
-def _write_png(path: Path, img: np.ndarray) -> None:
-    """Atomic PNG write; img RGB (H, W, 3) or grey (H, W) uint8."""
-    tmp = path.with_name(f".{path.name}.tmp.png")
+def _write_image(path: Path, img: np.ndarray, params: tuple = ()) -> None:
+    """Atomic image write in the format of path's suffix (PNG, JPEG with params, e.g. its quality);
+    img RGB (H, W, 3) or grey (H, W) uint8."""
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     data = img[:, :, ::-1] if img.ndim == 3 else img
-    if not cv2.imwrite(str(tmp), np.ascontiguousarray(data)):
+    if not cv2.imwrite(str(tmp), np.ascontiguousarray(data), list(params)):
         raise SceneImportError(f"cannot write {path}; check the disk space and permissions")
     tmp.replace(path)
 
 
 def _write_views(scene: Scene, folder: Path, downscale: float, background, overlay_idx,
-                 want_greys: bool):
-    """Undistort, composite, downscale and write every view. Returns the output Cameras, small
-    masks (N, h, w) bool or None, the RGB images of overlay_idx, and small grey views (N, h, w)
-    uint8 for triangulation when want_greys and the views have no masks (else None)."""
+                 want_greys: bool, image_format: str = "png", jpeg_quality: int = 95):
+    """Undistort, composite, downscale and write every view (image/NNN.<image_format>; masks are
+    always PNG). Returns the output Cameras, small masks (N, h, w) bool or None, the RGB images of
+    overlay_idx, and small grey views (N, h, w) uint8 for triangulation when want_greys and the
+    views have no masks (else None)."""
     w0, h0 = scene.views[0].size
     W, H = max(1, round(w0 / downscale)), max(1, round(h0 / downscale))
     rescale = _pixel_rescale(w0 / W, h0 / H)
@@ -150,6 +154,7 @@ def _write_views(scene: Scene, folder: Path, downscale: float, background, overl
     gs = min(1.0, TRI_SIDE / max(W, H))
     gw, gh = max(1, round(W * gs)), max(1, round(H * gs))
     bg = np.asarray(background, np.float32)
+    params = (cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)) if image_format == "jpg" else ()
     try:
         from tqdm import tqdm
         it = tqdm(list(enumerate(scene.views)), desc="[import] views", unit="img", disable=None)
@@ -177,11 +182,11 @@ def _write_views(scene: Scene, folder: Path, downscale: float, background, overl
                                    "every image an alpha channel or none")
         if (W, H) != (w0, h0):
             img = cv2.resize(img, (W, H), interpolation=cv2.INTER_AREA)
-        _write_png(folder / "image" / f"{i:0{digits}d}.png", img)
+        _write_image(folder / "image" / f"{i:0{digits}d}.{image_format}", img, params)
         if mask is not None:
             (folder / "mask").mkdir(exist_ok=True)
             m = cv2.resize(mask, (W, H), interpolation=cv2.INTER_AREA) if (W, H) != (w0, h0) else mask
-            _write_png(folder / "mask" / f"{i:0{digits}d}.png", ((m > 0.5) * 255).astype(np.uint8))
+            _write_image(folder / "mask" / f"{i:0{digits}d}.png", ((m > 0.5) * 255).astype(np.uint8))
             small_masks.append(cv2.resize(m, (mw, mh), interpolation=cv2.INTER_AREA) > 0.5)
         elif want_greys:
             grey = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
@@ -197,15 +202,20 @@ def _write_views(scene: Scene, folder: Path, downscale: float, background, overl
 
 def import_scene(src, out, fmt: str = "auto", *, downscale: float = 1.0, views: str | None = None,
                  background="white", sphere=None, box=None, margin: float = 1.1, prompt=None,
-                 force: bool = False, log=print, **opts) -> ImportResult:
+                 force: bool = False, image_format: str = "png", jpeg_quality: int = 95, log=print,
+                 **opts) -> ImportResult:
     """Import `src` into `out` (see the module docstring). opts: images, drop_unregistered, splits,
     llff_factor, camera_model, sfm_max_size, per_image, threads, video_frames (see the CLI).
 
     prompt: a sam_utils.prompts.Prompt on the imported images, checked against the sphere.
+    image_format: "png" (lossless) or "jpg" (jpeg_quality 1-100) for the written views.
     """
     src, out = Path(src), Path(out)
     if not downscale >= 1.0:
         raise SceneImportError(f"--downscale {downscale}: must be >= 1")
+    if image_format not in IMAGE_FORMATS or not 1 <= jpeg_quality <= 100:
+        raise SceneImportError(f"--image-format {image_format!r} / --jpeg-quality {jpeg_quality}: "
+                               f"choose one of {', '.join(IMAGE_FORMATS)} and a quality in 1-100")
     if out.exists() and not force and any(out.iterdir()):
         raise SceneImportError(f"{out} exists and is not empty; pass --force to replace it")
     fmt = detect_format(src) if fmt == "auto" else fmt
@@ -222,8 +232,8 @@ def import_scene(src, out, fmt: str = "auto", *, downscale: float = 1.0, views: 
             n = len(scene.views)
             overlay_idx = sorted(set(np.linspace(0, n - 1, min(OVERLAY_VIEWS, n)).round().astype(int)))
             no_points = user is None and scene.points is None and scene.bounds is None
-            cams, masks, previews, greys = _write_views(scene, staging, downscale, bg,
-                                                        overlay_idx, no_points)
+            cams, masks, previews, greys = _write_views(scene, staging, downscale, bg, overlay_idx,
+                                                        no_points, image_format, jpeg_quality)
             if greys is not None:
                 log(f"[import] no sparse points in the source: triangulating matches of "
                     f"{len(greys)} views with the known cameras")
@@ -237,8 +247,8 @@ def import_scene(src, out, fmt: str = "auto", *, downscale: float = 1.0, views: 
                 notes += prompt_warnings(prompt, cams, sph, scene.points)
         notes = [str(w.message) for w in caught] + notes
         _write_cameras(staging / "cameras_sphere.npz", cams, sph)
-        _write_png(staging / "sphere_overlay.png",
-                   sphere_overlay([previews[i] for i in overlay_idx], overlay_idx, cams, sph))
+        _write_image(staging / "sphere_overlay.png",
+                     sphere_overlay([previews[i] for i in overlay_idx], overlay_idx, cams, sph))
         report = {"source": str(src), "format": fmt, "views": n, "size": list(cams.size),
                   "names": [v.name for v in scene.views], "masks": masks is not None,
                   "sphere": {"centre": sph.centre.tolist(), "radius": sph.radius,
