@@ -9,7 +9,8 @@ masks stop changing (mean change < converge_eps) or after max_rounds.
 
 The lifted result of a view is the field's projection, not the segmenter's mask: the field is
 trained on all accepted masks at once, so a 3D point's label is a vote of every view that sees
-it, and one view's segmentation error is outvoted.
+it, and one view's segmentation error is outvoted; the projection is cut to the 3D piece through
+the click (connectivity.py), so a neighbour the segmenter took in does not survive.
 """
 from __future__ import annotations
 
@@ -49,9 +50,8 @@ class LiftingSettings:
     cascade: bool            # SAM's points -> mask_input -> box cascade (method.md)
     render_level: int        # round projections rendered at 1/level, upsampled
     final_render_level: int  # the lifted masks (target-stage supervision) at 1/level
-    depth_tol: float         # a view sees a surface point when its depth agrees within this (relative)
-    prompt_weight: float     # votes of the prompt view's target pixels (its intent is not voted out)
-    hull_margin: float       # the prompt's visual hull: its mask grown by this (its size) a side
+    connect_voxel: float     # target surface apart from the click's piece by gaps of voxels this many samples wide is not target
+    connect_bridge: int      # ... gaps of up to 2 x this many voxels are closed first
     per_segmenter: dict[str, SegmenterTrust]
 
 
@@ -98,7 +98,7 @@ class MaskStore:
 
 
 def final_masks(projections: np.ndarray, threshold: float) -> np.ndarray:
-    """The lifted result per view: the field's thresholded projection (a vote of all accepted views)."""
+    """The lifted result per view: the field's thresholded projection (N,H,W) bool."""
     return projections >= threshold
 
 
@@ -122,7 +122,8 @@ def run_round(store: MaskStore, projections: np.ndarray, images: list[np.ndarray
               gt_masks: np.ndarray | None = None, known: np.ndarray | None = None) -> dict:
     """One lifting round over every view but the prompt view. projections (N,H,W) in [0,1].
 
-    known (N,H,W) bool: pixels whose projected label rests on evidence (surface_votes.py); None = all.
+    known (N,H,W) bool: pixels whose projected label rests on evidence, where the caller's field can
+    tell (the tests' ideal field, tests/ideal_field.py); None (the occupancy head): every pixel.
     An answer is accepted when, on known pixels, it agrees with the projection (IoU >= accept_iou) and
     covers its target (recall >= min_recall: a part is not the whole); where less than
     MIN_KNOWN_FRACTION of it is known, it is judged on every pixel (the projection's prior there).

@@ -1,7 +1,8 @@
 """NTO3D: one prompt -> lifted masks in every view -> the target alone -> the target's mesh.
 
 Phases (resumable): "init" (the segmenter answers the user's prompt), "lift" (scene + occupancy
-head; between segments a lifting round re-prompts every view from the field's projections),
+head; between segments a lifting round re-prompts every view from the accepted masks carried over
+the rendered surface, cut to the 3D piece through the click),
 "target" (the target-only field against the lifted masks), "done".
 """
 from __future__ import annotations
@@ -13,8 +14,9 @@ import cv2
 import numpy as np
 import torch
 
+from sam_utils.connectivity import keep_connected
 from sam_utils.lifting import MaskStore, final_masks, run_round, save_round
-from sam_utils.masks import mask_box, mask_iou, pack_masks, unpack_masks
+from sam_utils.masks import mask_iou, pack_masks, unpack_masks
 from sam_utils.errors import PromptError
 from sam_utils.prompts import Prompt, load_prompt_file
 from sam_utils.segmenter import Segmenter, check_nonempty
@@ -22,8 +24,7 @@ from sam_utils.segmenters import build_segmenter
 from systems.atomic import atomic_write_text
 from systems.config import ConfigError
 from systems.pipeline import Pipeline
-from sam_utils.surface_votes import SurfaceVotes
-from systems.projection import (downsample_masks, load_gt_masks, project_views, projection_matrices, upsample)
+from systems.projection import load_gt_masks, project_views, upsample
 from systems.stages import INSTANCE, LiftStage, LossWeights, TargetStage
 from systems.trainer import Segment
 
@@ -109,34 +110,37 @@ class NTO3DPipeline(Pipeline):
     def _tick(self, name: str, t0: float) -> None:
         self.timings[name] = self.timings.get(name, 0.0) + time.time() - t0
 
-    def _project(self, level: int) -> np.ndarray:
-        t0 = time.time()
-        proj = project_views(self.model, self.dataset, level, self.s.validate.render_chunk)
-        self._tick("projection", t0)
-        return proj
-
-    def _votes(self, level: int) -> tuple[np.ndarray, np.ndarray]:
-        """The accepted masks carried over the rendered surface (surface_votes.py) at 1/level:
-        (probability, known) per view, upsampled to the full size."""
+    def _lifted(self, level: int) -> tuple[np.ndarray, np.ndarray]:
+        """The occupancy head's projection at 1/level (N,H,W), upsampled: cut to the 3D piece through the
+        click (connectivity.py) and, for the record, as rendered."""
         t0 = time.time()
         ds, s = self.dataset, self.n.lifting
-        _, points, valid = project_views(self.model, ds, level, self.s.validate.render_chunk, surface=True)
+        proj, points, valid = project_views(self.model, ds, level, self.s.validate.render_chunk, surface=True)
         n, h, w = valid.shape
-        votes = SurfaceVotes(torch.from_numpy(points).to(ds.device), torch.from_numpy(valid).to(ds.device),
-                             projection_matrices(ds), (ds.H, ds.W), s.depth_tol)
-        masks = downsample_masks(self.store.masks, h, w)
-        pv = self.store.prompt_view
-        prompt = masks[pv].astype(np.uint8)
-        box = mask_box(prompt)
-        grow = 0 if box is None else int(round(s.hull_margin * max(box[2] - box[0] + 1, box[3] - box[1] + 1)))
-        hull = cv2.dilate(prompt, np.ones((2 * grow + 1,) * 2, np.uint8)) > 0
-        protected = cv2.erode(prompt, np.ones((3, 3), np.uint8)) > 0
-        prob, known = votes.vote(masks, self.store.accepted, self.trust.negative_weight, pv, s.prompt_weight,
-                                 protected, hull)
-        prob = np.stack([upsample(p, ds.H, ds.W) for p in prob])
-        known = np.stack([upsample(k, ds.H, ds.W, nearest=True) for k in known])
-        self._tick("votes", t0)
-        return prob, known
+        grid = np.stack([cv2.resize(p, (w, h), interpolation=cv2.INTER_AREA) for p in proj])
+        kept = keep_connected(points, valid, grid, self._seeds(h, w), s.proj_threshold, s.connect_voxel,
+                              s.connect_bridge)
+        drop = (grid >= s.proj_threshold) & (kept < s.proj_threshold)
+        cut = proj.copy()
+        for v in range(n):
+            cut[v][upsample(drop[v], ds.H, ds.W, nearest=True)] = 0.0
+        self._tick("projection", t0)
+        return cut, proj
+
+    def _seeds(self, h: int, w: int) -> np.ndarray:
+        """(K,3) (view, row, col) on an (h,w) grid: the prompt's positive points (a box alone: the
+        deepest pixel of the prompt view's mask), the surface the user marked as the target."""
+        ds, pv = self.dataset, self.store.prompt_view
+        prompt, _ = self.prompt()
+        xy = prompt.points[prompt.labels == 1]
+        if len(xy) == 0:
+            m = np.pad(self.store.masks[pv], 1).astype(np.uint8)
+            dist = cv2.distanceTransform(m, cv2.DIST_L2, 5)[1:-1, 1:-1]
+            r, c = np.unravel_index(int(np.argmax(dist)), dist.shape)
+            xy = np.array([[c, r]], np.float64)
+        col = np.clip(np.floor((xy[:, 0] + 0.5) * w / ds.W), 0, w - 1)
+        row = np.clip(np.floor((xy[:, 1] + 0.5) * h / ds.H), 0, h - 1)
+        return np.stack([np.full(len(xy), pv), row, col], 1).astype(np.int64)
 
     # ------------------------------------------------------------ phases
     def next_segment(self, iteration: int) -> Segment | None:
@@ -193,16 +197,16 @@ class NTO3DPipeline(Pipeline):
     def _round(self, iteration: int) -> None:
         s = self.n.lifting
         self.progress.stage(f"projection (round {self.store.rounds_done + 1})")
-        proj, known = self._votes(s.render_level)
+        proj, _ = self._lifted(s.render_level)
         self.progress.stage(f"segmenter (round {self.store.rounds_done + 1})")
         t0 = time.time()
         report = run_round(self.store, proj, self.images, self.segmenter(), s, self.trust, self.store.prompt_view,
-                           seed=iteration, gt_masks=self.gt, known=known)
+                           seed=iteration, gt_masks=self.gt)
         self._tick("segmenter", t0)
         folder = save_round(self.exp_dir / "masks", self.store, report, self.images, proj, s.proj_threshold)
         self.progress.round(report, folder / "contact_sheet.png", len(self.images))
-        msg = (f"[lift] round {report['round']}: accepted {report['n_accepted']}/{report['n_candidates']} "
-               f"prompted views (of {len(self.images)}), change {report['mean_change']:.3f}")
+        msg = (f"[lift] round {report['round']}: {report['n_accepted']}/{len(self.images)} views accepted (the "
+               f"prompt view's included), change {report['mean_change']:.3f}")
         if "iou_gt_mean" in report:
             msg += f", IoU vs gt mean {report['iou_gt_mean']:.3f} worst {report['iou_gt_worst']:.3f}"
         print(msg)
@@ -211,24 +215,25 @@ class NTO3DPipeline(Pipeline):
     def _finish_lift(self, iteration: int) -> None:
         s = self.n.lifting
         level = s.final_render_level
-        self.final = final_masks(self._project(level), s.proj_threshold)
-        voted = final_masks(self._votes(level)[0], s.proj_threshold)
+        cut, uncut = self._lifted(level)
+        self.final = final_masks(cut, s.proj_threshold)
+        uncut_masks = final_masks(uncut, s.proj_threshold)          # before the connectivity cut, for the record
         pv = self.store.prompt_view
         entry = {"final": True, "render_level": level,
                  "prompt_agreement": mask_iou(self.final[pv], self.store.masks[pv]),
-                 "votes_prompt_agreement": mask_iou(voted[pv], self.store.masks[pv])}
+                 "uncut_prompt_agreement": mask_iou(uncut_masks[pv], self.store.masks[pv])}
         if entry["prompt_agreement"] < PROMPT_AGREEMENT_WARN:
             print(f"[lift] WARNING: the lifted mask of the prompt view agrees with your prompt's mask only "
                   f"{entry['prompt_agreement']:.2f} (IoU): the result may be a part of the target; see "
                   f"{self.exp_dir / 'masks'}")
         if self.gt is not None:
-            for key, masks in (("", self.final), ("votes_", voted)):
+            for key, masks in (("", self.final), ("uncut_", uncut_masks)):
                 ious = [mask_iou(m, g) for m, g in zip(masks, self.gt)]
                 entry.update({f"{key}iou_gt": ious, f"{key}iou_gt_mean": float(np.mean(ious)),
                               f"{key}iou_gt_worst": float(np.min(ious))})
             print(f"[lift] lifted masks (level {level}): IoU vs gt mean {entry['iou_gt_mean']:.3f} worst "
-                  f"{entry['iou_gt_worst']:.3f}; surface votes {entry['votes_iou_gt_mean']:.3f} / "
-                  f"{entry['votes_iou_gt_worst']:.3f}")
+                  f"{entry['iou_gt_worst']:.3f}; before the connectivity cut {entry['uncut_iou_gt_mean']:.3f} / "
+                  f"{entry['uncut_iou_gt_worst']:.3f}")
         self.store.history.append(entry)
         self.meshes.write("scene", self.model.sdf.sdf, iteration)
         self.phase, self.phase_start = "target", iteration

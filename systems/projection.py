@@ -20,7 +20,7 @@ def project_views(model, dataset: DTUDataset, resolution_level: int, chunk: int,
     """(N,H,W) float32 target probability per view: rendered at 1/level, upsampled to the full size.
 
     surface=True also returns the rendered surface at 1/level: points (N,h,w,3) in unit coordinates
-    (float64) and valid (N,h,w) bool (opacity >= SURFACE_OPACITY), for surface_votes.SurfaceVotes.
+    (float64) and valid (N,h,w) bool (opacity >= SURFACE_OPACITY), for connectivity.keep_connected.
     """
     ds = dataset
     out = np.empty((ds.n_images, ds.H, ds.W), np.float32)

@@ -1,13 +1,19 @@
-"""Labels carried over the reconstructed surface: each view's surface points take the vote of the
-accepted masks of the views that see them, and what no accepted view has seen is *unknown*.
+"""An ideal occupancy field for the lifting loop's CPU tests: labels carried over a scene's exact
+surface. Each view's surface points take the vote of the accepted masks of the views that see them
+(depth-tested), and what no accepted view has seen is *unknown*.
+
+(It was the pipeline's labelling for a while, surface votes on the rendered surface instead of the
+occupancy head's projection; it lost on the GPU suite, bench/RESULTS.md session 7, and lives on here
+as a test double whose labels are exact by construction.)
 
 Why: the occupancy head extrapolates to surface that no view has labelled, and the lifting's
 outcome then hangs on the network's initialisation. Here every label is a depth-tested
 reprojection of an accepted mask; a surface point that no accepted view sees gets its label from
 the prompt view's visual hull instead: inside the cone of the (slightly grown) prompt mask it is
 presumed target (every point of the target projects into its silhouette), outside it is background.
-Points the prompt view itself shows as target carry `prompt_weight` votes, so the user's intent is
-never voted out by views that label that surface otherwise.
+Points the prompt view itself shows as target carry `prompt_weight` votes, and so do the points it
+shows as background outside that hull: the user's intent (this, and not that) is never voted out
+by views whose segmenter takes in a neighbour of the target's colours.
 
 Shapes: N views, surface grids (h,w) (the depth rendered at 1/level), P (N,3,4) maps world points to
 full-resolution pixels (H,W); labels come in at the grid size.
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
 
 EPS = 1e-9
 
@@ -60,8 +67,8 @@ class SurfaceVotes:
 
         prob: positive votes / (positive + negative_weight * negative votes) where some accepted view
         sees the point; else 1 inside the prompt's visual hull (hull (h,w) on the prompt view) and 0
-        outside. The prompt view's target pixels inside `protected` (h,w) (its mask's interior) vote
-        prompt_weight times. known: a pixel's label rests on a vote (or it shows no surface, or lies
+        outside. The prompt view's target pixels inside `protected` (h,w) (its mask's interior) and
+        its background pixels outside the hull vote prompt_weight times. known: a pixel's label rests on a vote (or it shows no surface, or lies
         outside the hull: background for certain).
         """
         n, h, w = self.shape
@@ -83,11 +90,13 @@ class SurfaceVotes:
                 idx, row, col, _, seen = self._lookup(X, views)                    # (J,M)
                 label = masks[idx, row, col]
                 wpos = torch.ones_like(seen, dtype=torch.float64)
+                wneg = torch.full_like(wpos, negative_weight)
                 if prompt_view in views:
                     k = views.index(prompt_view)
                     wpos[k] = torch.where(protected[row[k], col[k]], prompt_weight, 1.0).double()
+                    wneg[k] = torch.where(hull[row[k], col[k]], negative_weight, prompt_weight).double()
                 pos = (wpos * (seen & label)).sum(0)
-                neg = negative_weight * (seen & ~label).sum(0).double()
+                neg = (wneg * (seen & ~label)).sum(0)
             voted = (pos + neg) > 0
             p = torch.where(voted, pos / (pos + neg).clamp(min=EPS), in_hull.double())
             prob[v][self.valid[v]] = p.float()

@@ -1,0 +1,73 @@
+"""The target is one connected object through the user's click.
+
+A segmenter's mask of the prompt view can take in a neighbouring object of the target's colours
+that overlaps it in the image (GrabCut does, SAM can); carried over the surface, such a region is
+as much "target" as the clicked object, and the views that see it agree with each other. In 3D it
+is apart: the surface labelled target is split into pieces that do not touch (gaps wider than a
+few surface samples), and only the pieces holding the clicked surface points are the target.
+
+Shapes: M labelled surface points (M,3) in world units; the voxel size is a multiple of the
+surface's sampling step, so the rule does not depend on the scene's units or the image size.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+MAX_CELLS = 2 ** 26          # the voxel grid is coarsened until it holds at most this many cells
+
+
+def sample_spacing(points: np.ndarray, valid: np.ndarray) -> float:
+    """Median distance between horizontally adjacent surface samples (N,h,w,3) where both are valid."""
+    both = valid[:, :, 1:] & valid[:, :, :-1]
+    if not both.any():
+        return 0.0
+    d = np.linalg.norm(points[:, :, 1:] - points[:, :, :-1], axis=-1)[both]
+    return float(np.median(d))
+
+
+def seed_components(points: np.ndarray, seeds: np.ndarray, voxel: float, bridge: int) -> np.ndarray:
+    """(M,) bool: the points in the voxel-connected pieces (26-neighbourhood, gaps of up to 2*bridge
+    voxels closed) that hold a seed; seeds: indices into points. All True when there is no seed."""
+    if len(points) == 0 or len(seeds) == 0 or voxel <= 0:
+        return np.ones(len(points), bool)
+    lo = points.min(0)
+    while True:
+        keys = np.floor((points - lo) / voxel).astype(np.int64)
+        shape = tuple(int(s) for s in keys.max(0) + 1 + 2 * bridge)
+        if np.prod(shape, dtype=np.float64) <= MAX_CELLS:
+            break
+        voxel *= 1.5
+    keys += bridge
+    grid = np.zeros(shape, bool)
+    grid[keys[:, 0], keys[:, 1], keys[:, 2]] = True
+    closed = ndimage.binary_dilation(grid, ndimage.generate_binary_structure(3, 3), iterations=bridge) \
+        if bridge > 0 else grid
+    labels, _ = ndimage.label(closed, ndimage.generate_binary_structure(3, 3))
+    point_label = labels[keys[:, 0], keys[:, 1], keys[:, 2]]
+    keep = np.unique(point_label[seeds])
+    return np.isin(point_label, keep[keep > 0])
+
+
+def keep_connected(points: np.ndarray, valid: np.ndarray, prob: np.ndarray, seeds: np.ndarray, threshold: float,
+                   voxel_samples: float, bridge: int) -> np.ndarray:
+    """prob (N,h,w) with the target-labelled surface (prob >= threshold where valid) that is not connected
+    in 3D to a seed set to 0. points (N,h,w,3) / valid (N,h,w): each view's rendered surface; seeds
+    (K,3) int: (view, row, col) grid pixels the user marked as target (one off the labelled surface
+    moves to the nearest labelled pixel of its view). Voxels are voxel_samples surface samples wide."""
+    sel = valid & (prob >= threshold)
+    index = np.full(sel.shape, -1, np.int64)
+    index[sel] = np.arange(int(sel.sum()))
+    picks = []
+    for v, r, c in np.asarray(seeds, np.int64).reshape(-1, 3):
+        if sel[v].any():
+            rc = np.argwhere(sel[v])
+            r, c = rc[np.argmin(((rc - [r, c]) ** 2).sum(1))]
+            picks.append(index[v, r, c])
+    keep = seed_components(points[sel], np.asarray(picks, np.int64), voxel_samples * sample_spacing(points, valid),
+                           bridge)
+    out = prob.copy()
+    drop = np.zeros_like(sel)
+    drop[sel] = ~keep
+    out[drop] = 0.0
+    return out
