@@ -1,8 +1,9 @@
 """What the target stage learns from and how its mesh is cut, from the scene field and the lifted masks.
 
-- `occluded_target_masks`: after lifting, the pixels of each view where a foreground object hides
-  the target (sam_utils.target_geometry.OcclusionTest on the scene's rendered surface): *unknown* for
-  the target field, neither target nor empty space.
+- `occluded_target_masks` (or `occluded_from_surface` on a surface already rendered): after lifting,
+  the pixels of each view where a foreground object hides the target (sam_utils.target_geometry's
+  OcclusionTest on the scene's rendered surface): *unknown* for the target field, neither target
+  nor empty space.
 - `target_sdf_fn`: the SDF whose zero level set is the target's mesh. `mesh_cut = hull`: the target
   field's SDF pushed outside beyond the lifted masks' visual hull (masks | unknown, grown by
   hull_dilate pixels); `occupancy`: pushed outside where the occupancy head says "not the target".
@@ -24,12 +25,19 @@ def occluded_target_masks(model, dataset: DTUDataset, final: np.ndarray, t: Targ
                           chunk: int) -> np.ndarray:
     """(N,H,W) bool unknown pixels: outside `final` (N,H,W) bool, where the scene's surface (rendered at
     1/t.occlusion_level) hides target surface that other views see; grown by t.occlusion_dilate grid pixels."""
+    _, points, valid = project_views(model, dataset, t.occlusion_level, chunk, surface=True)
+    return occluded_from_surface(points, valid, dataset, final, t.occlusion_dilate, depth_tol)
+
+
+def occluded_from_surface(points: np.ndarray, valid: np.ndarray, dataset: DTUDataset, final: np.ndarray,
+                          grow: int, depth_tol: float) -> np.ndarray:
+    """occluded_target_masks from an already rendered surface: points (N,h,w,3), valid (N,h,w) as
+    project_views(..., surface=True) returns them -> (N,H,W) bool."""
     ds = dataset
-    _, points, valid = project_views(model, ds, t.occlusion_level, chunk, surface=True)
     n, h, w = valid.shape
     test = OcclusionTest(torch.from_numpy(points).to(ds.device), torch.from_numpy(valid).to(ds.device),
                          projection_matrices(ds), (ds.H, ds.W), depth_tol)
-    occ = test.occluded(downsample_masks(final, h, w), t.occlusion_dilate).cpu().numpy()
+    occ = test.occluded(downsample_masks(final, h, w), grow).cpu().numpy()
     unknown = np.stack([upsample(o, ds.H, ds.W, nearest=True) for o in occ]) & ~final
     share = unknown.sum((1, 2)) / max(1, ds.H * ds.W)
     print(f"[target] occluded target pixels (unknown): {int((share > 0).sum())}/{n} views, "
