@@ -18,6 +18,8 @@ import torch.nn.functional as F
 
 from sam_utils.surface_votes import SurfaceVotes
 
+import os
+FL = os.environ.get('FL', 'fsr')
 MAX_PAIRS = 1 << 23     # (view, point) pairs projected at once: bounds the memory of one step
 
 
@@ -34,28 +36,60 @@ def dilate(masks: torch.Tensor, radius: int) -> torch.Tensor:
 class OcclusionTest(SurfaceVotes):
     """points (N,h,w,3) rendered surface, valid (N,h,w) surface hit, P (N,3,4), full_hw (H,W), depth_tol."""
 
+    def __init__(self, points, valid, P, full_hw: tuple[int, int], depth_tol: float):
+        super().__init__(points, valid, P, full_hw, depth_tol)
+        # the nearest surface each view shows around each pixel (3x3; +inf where it shows none)
+        far = torch.where(self.valid, self.depth, torch.full_like(self.depth, float("inf")))
+        self.nearest = -F.max_pool2d(-far[:, None], 3, stride=1, padding=1)[:, 0]
+
+    def _land(self, X: torch.Tensor, views: list[int], masks: torch.Tensor):
+        """Where X (M,3) lands in `views`, each (J,M): view, row, col; `behind` the pixel's surface (nearer
+        than X); `seen` there (its surface at X's depth); `free` (every surface around the pixel, or none,
+        lies beyond X: the view sees through X); the pixel's mask."""
+        n, h, w = self.shape
+        g, z = self._project(X[None], views)                                       # (J,M,2), (J,M)
+        col, row = torch.round(g[..., 0]).long(), torch.round(g[..., 1]).long()
+        image = (z > 0) & (col >= 0) & (col < w) & (row >= 0) & (row < h)
+        row, col = torch.where(image, row, 0), torch.where(image, col, 0)
+        idx = torch.as_tensor(views, device=X.device)[:, None].expand_as(row)
+        on = image & self.valid[idx, row, col]
+        own = self.depth[idx, row, col]
+        margin = self.tol * z.abs()
+        behind, seen = on & (z - own > margin), on & ((z - own).abs() <= margin)
+        free = image & (self.nearest[idx, row, col] - z > margin)
+        return idx, row, col, behind, seen, free, masks[idx, row, col]
+
+    def _chunks(self, m: int) -> list[list[int]]:
+        step = max(1, MAX_PAIRS // max(m, 1))
+        return [list(range(v0, min(self.shape[0], v0 + step))) for v0 in range(0, self.shape[0] if m else 0, step)]
+
     @torch.no_grad()
     def occluded(self, masks, grow: int) -> torch.Tensor:
         """(N,h,w) bool: pixels outside `masks` (N,h,w) bool where another view's target surface lies
         behind this view's own surface, grown by `grow` grid pixels (never into the masks).
 
-        The source points are the masks' interiors (eroded by one pixel): a silhouette pixel's rendered
-        depth mixes the target and what lies behind it and would float in empty space.
+        The source points are the masks' interiors (eroded by one pixel) that a second view sees too
+        (inside its mask, at its depth) and no view sees through: a rendered depth that mixes two
+        surfaces along a grazing ray, or a floater, is a point in mid-air that would hide "behind"
+        whatever another view shows there. Points landing within one pixel of a mask are left out (the
+        growth restores that ring): there the field's silhouette and the mask's disagree, and the
+        target would hide its own back.
         """
         n, h, w = self.shape
         masks = torch.as_tensor(masks, dtype=torch.bool, device=self.points.device)
         X = self.points[self.valid & dilate(masks, -1)]                            # (M,3) target surface
+        through = torch.zeros(len(X), dtype=torch.bool, device=X.device)
+        seen = torch.zeros(len(X), dtype=torch.long, device=X.device)
+        for views in self._chunks(len(X)):
+            _, _, _, _, saw, free, label = self._land(X, views, masks)
+            through |= free.any(0)
+            seen += (saw & label).sum(0)
+        X = X[~through & (seen >= 2)]
         hit = torch.zeros((n, h, w), dtype=torch.bool, device=masks.device)
-        step = max(1, MAX_PAIRS // max(len(X), 1))
-        for v0 in range(0, n if len(X) else 0, step):
-            views = list(range(v0, min(n, v0 + step)))
-            g, z = self._project(X[None], views)                                   # (J,M,2), (J,M)
-            col, row = torch.round(g[..., 0]).long(), torch.round(g[..., 1]).long()
-            inside = (z > 0) & (col >= 0) & (col < w) & (row >= 0) & (row < h)
-            row, col = torch.where(inside, row, 0), torch.where(inside, col, 0)
-            idx = torch.as_tensor(views, device=X.device)[:, None].expand_as(row)
-            own = self.depth[idx, row, col]
-            behind = inside & ~masks[idx, row, col] & self.valid[idx, row, col] & (z - own > self.tol * own.abs())
+        ring = dilate(masks, 1)
+        for views in self._chunks(len(X)):
+            idx, row, col, behind, _, _, label = self._land(X, views, ring)
+            behind &= ~label
             hit[idx[behind], row[behind], col[behind]] = True
         return dilate(hit, grow) & ~masks
 

@@ -163,7 +163,8 @@ class TargetStage(SceneStage):
         self.masks = torch.from_numpy(masks).to(dev)                             # (N,H,W) bool
         self.unknown = None if unknown is None else torch.from_numpy(unknown).to(dev)
         self.random_background, self.focus_fraction = settings.random_background, settings.focus_fraction
-        self.boxes = torch.from_numpy(focus_boxes(masks, focus_margin)).to(dev)  # (N,4)
+        # (N,4) where the focused share samples; nto3d.focus_margin < 0: anywhere
+        self.boxes = None if focus_margin < 0 else torch.from_numpy(focus_boxes(masks, focus_margin)).to(dev)
         # the occupancy head is trained only when the mesh is cut with it
         self.heads = (INSTANCE,) if settings.mesh_cut == "occupancy" else ()
 

@@ -4,7 +4,8 @@
     ground-truth target masks empties the table: the field's own surface keeps almost none of it, and
     the target mesh has no vertex in the table's slab away from the target, is watertight and one piece.
 (b) The occlusion test on exact geometry (spheres in a room, a ring of cameras): the pixels where an
-    occluder hides the target come out unknown; the room's wall and the occluder's other pixels do not.
+    occluder hides the target come out unknown; the room's wall and the occluder's other pixels do not,
+    nor do the pixels behind which mid-air depths (of grazing rays) would hide.
 (c) The hull cut removes a blob outside the masks' visual hull, and keeps an occluded part of the target
     when the unknown pixels join the masks.
 """
@@ -19,12 +20,14 @@ import torch
 import trimesh
 from scipy.spatial import cKDTree
 
+from datasets.dtu import DTUDataset
 from datasets.synthetic import preset_views
 from datasets.synthetic_cameras import look_at
 from datasets.synthetic_presets import TABLE_THICKNESS_MM
 from sam_utils.target_geometry import OcclusionTest
 from systems.outputs import extract_world_mesh
 from systems.settings import TargetSettings
+from systems.stages import LossWeights, RaySampler, TargetStage
 from systems.target_supervision import occluded_target_masks, target_sdf_fn
 from tests.runs import make_run
 
@@ -33,6 +36,40 @@ PREFIT_STEPS = 150         # regression steps that put the exact scene into the 
 SKIRT_PIXELS = 3           # a table vertex farther than this many pixel footprints from the target is a skirt
 TABLE_LEFT = 0.02          # the object-only field keeps at most this share of the scene field's table surface
 NEUS_STD = math.pi / math.sqrt(3.0)   # std of NeuS's logistic density is this / inv_s
+OVERRIDES = ("train.save_every = 0", f"nto3d.target.iters = {TARGET_ITERS}", "nto3d.target.occlusion_level = 2")
+
+
+def settings(**kw) -> TargetSettings:
+    base = dict(iters=0, mask_weight=0.1, random_background=True, focus_fraction=0.25, occlusion_level=1,
+                occlusion_dilate=0, mesh_cut="hull", hull_dilate=1, mesh_occupancy_threshold=0.5)
+    return TargetSettings(**{**base, **kw})
+
+
+# ---------------------------------------------------------------- the stage's batches and losses
+def test_target_batches_empty_the_outside_and_skip_unknown_pixels(tiny_scene):
+    ds = DTUDataset(tiny_scene)
+    masks = np.zeros((ds.n_images, ds.H, ds.W), bool)
+    masks[:, 20:30, 40:50] = True
+    unknown = np.zeros_like(masks)
+    unknown[:, 20:30, 50:60] = True                     # beside the mask, inside its focus box
+    w = LossWeights(color=1.0, eikonal=0.1, mask=0.1, instance=0.1)
+    stage = TargetStage(RaySampler(ds, 4000, torch.Generator().manual_seed(0)), w, masks, unknown, settings(),
+                        torch.zeros(3), focus_margin=0.5)
+    b = stage.batch()
+    u, v = b["pixel"][:, 0], b["pixel"][:, 1]
+    focused = (u >= 35) & (u <= 54) & (v >= 15) & (v <= 34)
+    assert focused[3000:].all() and focused[:3000].float().mean() < 0.25   # the last quarter near the target
+    inside, hidden = b["target"][:, 0] > 0, b["known"][:, 0] == 0
+    assert torch.equal(hidden, torch.from_numpy(unknown)[b["view"], v, u])
+    assert torch.allclose(b["rgb"][~inside], b["background"][~inside])    # outside: the ray's own colour
+    assert b["background"][~inside].std(0).min() > 0.2                   # random per ray
+    assert stage.heads == ()                                              # no occupancy head for the hull cut
+    out = {"color": b["rgb"].clone(), "opacity": b["target"].clone(), "eikonal": torch.tensor(0.0)}
+    base = {k: float(v) for k, (_, v) in stage.losses(out, b).items()}
+    out["color"][hidden], out["opacity"][hidden] = 1.0 - b["rgb"][hidden], 1.0 - b["target"][hidden]
+    assert {k: float(v) for k, (_, v) in stage.losses(out, b).items()} == base   # unknown rays do not count
+    out["opacity"][~hidden & ~inside] = 0.9                               # a surface in known empty space costs
+    assert float(stage.losses(out, b)["mask"][1]) > base["mask"] + 0.5
 
 
 # ---------------------------------------------------------------- (a) the object-only stage
@@ -74,8 +111,7 @@ def table_vertices(mesh, tree: cKDTree, top_z: float, tol: float) -> tuple[int, 
 def object_only(tiny_scene, tmp_path_factory):
     """The target stage run from the exact scene field: (run, scene-field mesh, raw target-field mesh, target mesh)."""
     meta = json.loads((tiny_scene / "scene.json").read_text())
-    r = make_run(tiny_scene, tmp_path_factory.mktemp("target"), "train.save_every = 0",
-                 f"nto3d.target.iters = {TARGET_ITERS}", "nto3d.target.occlusion_level = 2", scene_only=False)
+    r = make_run(tiny_scene, tmp_path_factory.mktemp("target"), *OVERRIDES, scene_only=False)
     p, ds = r.pipeline, r.pipeline.dataset
     scene = preset_views(meta["preset"], meta["n_views"], meta["width"], meta["height"], meta["seed"])[0]
     prefit_scene(p.model, scene, ds.scale_mat, PREFIT_STEPS)
@@ -119,6 +155,13 @@ def test_the_target_mesh_has_no_skirt_and_is_one_watertight_piece(object_only):
     # the target itself survived: its visible surface lies near the mesh
     d = cKDTree(o.target.vertices).query(np.asarray(o.visible.vertices))[0]
     assert np.mean(d < o.skirt) > 0.9
+
+
+def test_a_resumed_run_keeps_the_unknown_pixels(object_only, tiny_scene):
+    p = object_only.run.pipeline
+    again = make_run(tiny_scene, object_only.run.exp_dir, *OVERRIDES, is_continue=True, scene_only=False).pipeline
+    assert again.phase == "done" and p.unknown is not None
+    assert np.array_equal(again.unknown, p.unknown) and np.array_equal(again.final, p.final)
 
 
 # ---------------------------------------------------------------- exact geometry: spheres, a room, a ring
@@ -198,6 +241,25 @@ def test_occluded_target_pixels_are_unknown_and_the_rest_is_not(spheres):
         assert not (unknown[v] & ~grown(hidden[v], grow + 1)).any(), f"view {v}: unknown pixels off the occlusion"
 
 
+def test_mid_air_depths_in_a_mask_make_no_unknown_pixels(spheres):
+    """Mixed depths of grazing rays put one view's "target" points in mid-air (here beyond the target, up
+    to the room's wall): no other view sees them, so they hide behind nothing."""
+    s = spheres
+    points = s.points.copy()
+    eye = s.poses[2][:3, 3]
+    inner = cv2.erode(s.target[2].astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    pick = np.zeros_like(inner)
+    pick[tuple(a[::3] for a in np.nonzero(inner))] = True
+    points[2][pick] = eye + 2.0 * (points[2][pick] - eye)
+    grow = 1
+    test = OcclusionTest(torch.from_numpy(points), torch.ones(s.first.shape, dtype=torch.bool), s.P, (H, W), 0.02)
+    unknown = test.occluded(s.target, grow).numpy()
+    hidden = (s.first == 1) & s.meets
+    for v in range(len(s.P)):
+        assert not (unknown[v] & ~grown(hidden[v], grow + 1)).any(), f"view {v}: unknown pixels off the occlusion"
+    assert (unknown[0] & hidden[0]).sum() >= 0.8 * hidden[0].sum()
+
+
 # ---------------------------------------------------------------- (c) the hull cut
 def cut_mesh(spheres, final, unknown, blob, cut: bool = True):
     """Target mesh of the exact SDF of the target sphere + a blob, cut by the masks' hull (no largest-component step)."""
@@ -210,10 +272,8 @@ def cut_mesh(spheres, final, unknown, blob, cut: bool = True):
     intr = np.tile(np.eye(4), (len(spheres.P), 1, 1))
     intr[:, :3, :3] = spheres.K
     ds = SimpleNamespace(intrinsics=torch.from_numpy(intr), poses=torch.from_numpy(spheres.poses), device="cpu")
-    t = TargetSettings(iters=0, mask_weight=0.0, random_background=True, focus_fraction=0.0, occlusion_level=1,
-                       occlusion_dilate=0, mesh_cut="hull", hull_dilate=1, mesh_occupancy_threshold=0.5)
     res = 64
-    fn = target_sdf_fn(model, ds, final, unknown, t, 2.0 / res) if cut else sdf
+    fn = target_sdf_fn(model, ds, final, unknown, settings(), 2.0 / res) if cut else sdf
     return extract_world_mesh(fn, np.eye(4), res, 0.0, 1.0, 65536, "cpu"), res
 
 
