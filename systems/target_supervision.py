@@ -71,6 +71,9 @@ def target_sdf_fn(model, dataset: DTUDataset, final: np.ndarray, unknown: np.nda
 
     def hull_fn(x: torch.Tensor) -> torch.Tensor:
         sdf = model.sdf.sdf(x)
-        return torch.where(hull.contains(x)[:, None], sdf, sdf.clamp(min=cell))
+        near = torch.nonzero(sdf[:, 0] < cell).squeeze(1)      # only there can the cut change the value
+        out = sdf.clone()
+        out[near] = torch.where(hull.contains(x[near])[:, None], sdf[near], sdf[near].clamp(min=cell))
+        return out
 
     return hull_fn
