@@ -26,6 +26,7 @@ from datasets.synthetic_cameras import look_at
 from datasets.synthetic_presets import TABLE_THICKNESS_MM
 from sam_utils.target_geometry import OcclusionTest
 from systems.outputs import extract_world_mesh
+from systems.config import ConfigError
 from systems.settings import TargetSettings
 from systems.stages import LossWeights, RaySampler, TargetStage
 from systems.target_supervision import occluded_target_masks, target_sdf_fn
@@ -43,6 +44,11 @@ def settings(**kw) -> TargetSettings:
     base = dict(iters=0, mask_weight=0.1, random_background=True, focus_fraction=0.25, occlusion_level=1,
                 occlusion_dilate=0, mesh_cut="hull", hull_dilate=1, mesh_occupancy_threshold=0.5)
     return TargetSettings(**{**base, **kw})
+
+
+def test_an_unknown_mesh_cut_is_refused_naming_the_key():
+    with pytest.raises(ConfigError, match="nto3d.target.mesh_cut"):
+        settings(mesh_cut="hul")
 
 
 # ---------------------------------------------------------------- the stage's batches and losses
