@@ -12,7 +12,6 @@ import time
 
 import cv2
 import numpy as np
-import torch
 
 from sam_utils.connectivity import keep_connected
 from sam_utils.lifting import MaskStore, final_masks, run_round, save_round
@@ -26,6 +25,7 @@ from systems.config import ConfigError
 from systems.pipeline import Pipeline
 from systems.projection import load_gt_masks, project_views, upsample
 from systems.stages import INSTANCE, LiftStage, LossWeights, TargetStage
+from systems.target_supervision import occluded_target_masks, target_sdf_fn
 from systems.trainer import Segment
 
 
@@ -48,6 +48,7 @@ class NTO3DPipeline(Pipeline):
         ds = self.dataset
         self.store = MaskStore(ds.n_images, ds.H, ds.W)
         self.final: np.ndarray | None = None
+        self.unknown: np.ndarray | None = None       # occluded-target pixels (N,H,W), unknown to the target stage
         self.phase, self.phase_start = "init", 0
         self.timings: dict[str, float] = {}
         self._segmenter: Segmenter | None = None
@@ -58,13 +59,15 @@ class NTO3DPipeline(Pipeline):
     # ------------------------------------------------------------ state
     def state_dict(self) -> dict:
         return {"phase": self.phase, "phase_start": self.phase_start, "store": self.store.state_dict(),
-                "final": None if self.final is None else pack_masks(self.final), "timings": self.timings}
+                "final": None if self.final is None else pack_masks(self.final), "timings": self.timings,
+                "unknown": None if self.unknown is None else pack_masks(self.unknown)}
 
     def load_state_dict(self, state: dict) -> None:
         self.phase, self.phase_start = state["phase"], state["phase_start"]
         self.store.load_state_dict(state["store"])
         self.timings = dict(state["timings"])
         self.final = None if state["final"] is None else unpack_masks(state["final"])
+        self.unknown = None if state.get("unknown") is None else unpack_masks(state["unknown"])
         if self.phase in ("lift", "target", "done"):
             self.stage = self._stage_for(self.phase)
 
@@ -104,8 +107,9 @@ class NTO3DPipeline(Pipeline):
             stage = LiftStage(self.sampler, self._weights(self.weights.mask), self.background, self.n.focus_margin)
             stage.set_masks(self.store.masks, self.store.accepted)
             return stage
-        return TargetStage(self.sampler, self._weights(self.n.target.mask_weight), self.final,
-                           self.n.target.random_background, self.background)
+        t = self.n.target
+        return TargetStage(self.sampler, self._weights(t.mask_weight), self.final, self.unknown, t, self.background,
+                           self.n.focus_margin)
 
     def _tick(self, name: str, t0: float) -> None:
         self.timings[name] = self.timings.get(name, 0.0) + time.time() - t0
@@ -218,6 +222,10 @@ class NTO3DPipeline(Pipeline):
         cut, uncut = self._lifted(level)
         self.final = final_masks(cut, s.proj_threshold)
         uncut_masks = final_masks(uncut, s.proj_threshold)          # before the connectivity cut, for the record
+        t0 = time.time()
+        self.unknown = occluded_target_masks(self.model, self.dataset, self.final, self.n.target,
+                                             self.n.target.depth_tol, self.s.validate.render_chunk)
+        self._tick("occlusion", t0)
         pv = self.store.prompt_view
         entry = {"final": True, "render_level": level,
                  "prompt_agreement": mask_iou(self.final[pv], self.store.masks[pv]),
@@ -249,13 +257,7 @@ class NTO3DPipeline(Pipeline):
                                  formats=self.formats)
 
     def _target_sdf(self, resolution: int):
-        """SDF pushed outside (to one grid cell) wherever the occupancy head says "not the target"; the
-        mesh is then the SDF's zero level set inside the target, reduced to its largest component."""
-        occ = self.n.target.mesh_occupancy_threshold
-        cell = 2.0 * self.s.model.bound / resolution
-
-        def sdf_fn(x: torch.Tensor) -> torch.Tensor:
-            out = self.model.sdf(x, (INSTANCE,))
-            return torch.where(out[INSTANCE] >= occ, out["sdf"], out["sdf"].clamp(min=cell))
-
-        return sdf_fn
+        """The target field's SDF pushed outside (to one grid cell) beyond the target, as nto3d.target.mesh_cut
+        says (systems/target_supervision.py); the mesh is its zero level set's largest component."""
+        return target_sdf_fn(self.model, self.dataset, self.final, self.unknown, self.n.target,
+                             2.0 * self.s.model.bound / resolution)

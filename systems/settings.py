@@ -146,12 +146,31 @@ class GrabCutSettings:
     workers: int
 
 
+MESH_CUTS = ("hull", "occupancy")
+
+
 @dataclass
 class TargetSettings:
+    """conf section nto3d.target: the object-only field (systems/stages.TargetStage) and its mesh cut."""
+
     iters: int
-    mask_weight: float
-    random_background: bool
+    mask_weight: float            # opacity BCE against the lifted masks (outside: empty space)
+    random_background: bool       # outside the mask a pixel takes a random colour per ray
+    focus_fraction: float         # share of each batch drawn from the masks' grown boxes
+    occlusion_level: int          # the scene's surface for the occlusion test rendered at 1/level
+    occlusion_dilate: int         # occluded-target (unknown) pixels grown by this many grid pixels
+    depth_tol: float              # a view sees a surface point when its rendered depth agrees this well (relative)
+    mesh_cut: str                 # hull (the masks' visual hull) | occupancy (the occupancy head)
+    hull_dilate: int              # the masks grown by this many pixels before the hull cut
     mesh_occupancy_threshold: float
+
+    def __post_init__(self):
+        if self.mesh_cut not in MESH_CUTS:
+            raise ConfigError(f"conf key 'nto3d.target.mesh_cut' must be one of {MESH_CUTS}, got {self.mesh_cut!r}")
+        if not 0.0 <= self.focus_fraction <= 1.0:
+            raise ConfigError(f"conf key 'nto3d.target.focus_fraction' must be in [0, 1], got {self.focus_fraction}")
+        if self.occlusion_level < 1:
+            raise ConfigError(f"conf key 'nto3d.target.occlusion_level' must be >= 1, got {self.occlusion_level}")
 
 
 @dataclass

@@ -4,9 +4,9 @@
 - LiftStage: the scene plus the occupancy ("instance") head, supervised by the accepted pseudo
   masks; half of each batch comes from views with an accepted mask, around the mask (focus_boxes),
   where the labels decide something.
-- TargetStage: the target alone: outside its lifted mask a pixel takes a random background colour
-  (per batch), the opacity is supervised by the mask, so the field keeps the target and empties
-  the rest (method.md, stage 2).
+- TargetStage: the target alone (NeuS with masks): outside its lifted mask a pixel is empty space
+  (opacity 0, a random background colour per ray), so the field keeps the target and empties the
+  rest (method.md, stage 2); pixels where a foreground object hides the target are unknown.
 
 A stage draws its rays from a RaySampler (the dataset, the batch size and the run's generator) and
 returns its loss terms as {name: (weight, value)}; it never sees the training loop.
@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from datasets.dtu import DTUDataset
 from sam_utils.masks import grow_box, mask_box
+from systems.settings import TargetSettings
 
 INSTANCE = "instance"
 OPACITY_CLAMP = 1e-3  # keeps BCE finite for fully transparent / opaque rays
@@ -141,30 +142,53 @@ class LiftStage(SceneStage):
         return terms
 
 
+def weighted_l1(rendered: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """color_l1 over the rays with weight (B,1) (0: the ray does not count)."""
+    err = (rendered - target).abs().sum(-1, keepdim=True) / 3.0
+    return (err * weight).sum() / weight.sum().clamp(min=1.0)
+
+
 class TargetStage(SceneStage):
-    """Target-only reconstruction against the lifted masks with random background colours."""
+    """The target alone (NeuS with masks), from the scene field: inside the lifted mask a pixel is the
+    target's colour and opaque; outside it is empty space (opacity 0, the ray's random background
+    colour); occluded-target pixels (`unknown`) get neither loss. A `focus_fraction` of each batch
+    comes from the masks' grown boxes, the rest from anywhere (empty space is learned too)."""
 
     name = "target"
-    heads = (INSTANCE,)
 
-    def __init__(self, sampler: RaySampler, weights: LossWeights, masks: np.ndarray, random_background: bool,
-                 background: torch.Tensor):
+    def __init__(self, sampler: RaySampler, weights: LossWeights, masks: np.ndarray, unknown: np.ndarray | None,
+                 settings: TargetSettings, background: torch.Tensor, focus_margin: float):
         super().__init__(sampler, weights, background)
-        self.masks = torch.from_numpy(masks).to(sampler.dataset.device)
-        self.random_background = random_background
+        dev = sampler.dataset.device
+        self.masks = torch.from_numpy(masks).to(dev)                             # (N,H,W) bool
+        self.unknown = None if unknown is None else torch.from_numpy(unknown).to(dev)
+        self.random_background, self.focus_fraction = settings.random_background, settings.focus_fraction
+        # (N,4) where the focused share samples; nto3d.focus_margin < 0: anywhere
+        self.boxes = None if focus_margin < 0 else torch.from_numpy(focus_boxes(masks, focus_margin)).to(dev)
+        # the occupancy head is trained only when the mesh is cut with it
+        self.heads = (INSTANCE,) if settings.mesh_cut == "occupancy" else ()
 
     def batch(self) -> dict:
-        batch = self.sampler.sample()
+        n = self.sampler.batch_rays
+        k = int(round(n * self.focus_fraction))
+        parts = [self.sampler.sample(n - k), self.sampler.sample(k, boxes=self.boxes)]
+        batch = {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
         m = lookup_masks(self.masks, batch)
-        bg = (torch.rand(3, device=m.device, generator=self.sampler.generator) if self.random_background
-              else self.background)
+        known = torch.ones_like(m) if self.unknown is None else 1.0 - lookup_masks(self.unknown, batch)
+        if self.random_background:
+            gen = self.sampler.generator
+            bg = torch.rand(len(m), 3, device=gen.device, generator=gen).to(m.device)
+        else:
+            bg = self.background.expand(len(m), 3)
         batch["rgb"] = batch["rgb"] * m + bg * (1.0 - m)
-        batch["target"] = m
-        batch["background"] = bg
+        batch["target"], batch["known"], batch["background"] = m, known, bg
         return batch
 
     def losses(self, out: dict, batch: dict) -> dict[str, tuple[float, torch.Tensor]]:
-        return {"color": (self.w.color, color_l1(out["color"], batch["rgb"])),
-                "eikonal": (self.w.eikonal, out["eikonal"]),
-                "mask": (self.w.mask, mask_bce(out["opacity"], batch["target"])),
-                "instance": (self.w.instance, mask_bce(out[INSTANCE], batch["target"]))}
+        m, known = batch["target"], batch["known"]
+        terms = {"color": (self.w.color, weighted_l1(out["color"], batch["rgb"], known)),
+                 "eikonal": (self.w.eikonal, out["eikonal"]),
+                 "mask": (self.w.mask, mask_bce(out["opacity"], m, known))}
+        if self.heads:
+            terms["instance"] = (self.w.instance, mask_bce(out[INSTANCE], m, known))
+        return terms

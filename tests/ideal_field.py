@@ -23,43 +23,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from sam_utils.surface import Surface
 
 EPS = 1e-9
 
 
-class SurfaceVotes:
-    """points (N,h,w,3) surface point per pixel, valid (N,h,w) surface hit, P (N,3,4), full_hw (H,W)."""
-
-    def __init__(self, points, valid, P, full_hw: tuple[int, int], depth_tol: float):
-        self.points = torch.as_tensor(points, dtype=torch.float64)
-        self.valid = torch.as_tensor(valid, dtype=torch.bool, device=self.points.device)
-        self.P = torch.as_tensor(P, dtype=torch.float64, device=self.points.device)
-        n, h, w = self.valid.shape
-        self.shape, self.full_hw, self.tol = (n, h, w), full_hw, depth_tol
-        self.scale = torch.tensor([w / full_hw[1], h / full_hw[0]], dtype=torch.float64, device=self.points.device)
-        # each view's own camera depth per grid pixel (for the visibility test)
-        self.depth = torch.stack([self._project(self.points[j].reshape(1, -1, 3), [j])[1].reshape(h, w)
-                                  for j in range(n)])
-
-    def _project(self, X: torch.Tensor, views: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """World points (J,M,3) or (1,M,3) -> continuous grid coordinates (J,M,2) in `views` and camera depth (J,M)."""
-        P = self.P[views]                                                         # (J,3,4)
-        x = torch.einsum("jmc,jrc->jmr", X.expand(len(views), -1, -1), P[:, :, :3]) + P[:, None, :, 3]
-        z = x[..., 2]
-        uv = x[..., :2] / torch.where(z.abs() < 1e-12, torch.full_like(z, 1e-12), z)[..., None]
-        return (uv + 0.5) * self.scale - 0.5, z
-
-    def _lookup(self, X: torch.Tensor, views: list[int]):
-        """Where X (M,3) lands in each view's grid: row, col (J,M), in the image and in front (J,M), seen (J,M)."""
-        n, h, w = self.shape
-        g, z = self._project(X[None], views)
-        col, row = torch.round(g[..., 0]).long(), torch.round(g[..., 1]).long()
-        inside = (z > 0) & (col >= 0) & (col < w) & (row >= 0) & (row < h)
-        row, col = torch.where(inside, row, 0), torch.where(inside, col, 0)
-        idx = torch.as_tensor(views, device=X.device)[:, None]
-        own = self.depth[idx, row, col]
-        seen = inside & self.valid[idx, row, col] & ((own - z).abs() <= self.tol * own.abs())
-        return idx, row, col, inside, seen
+class SurfaceVotes(Surface):
+    """A Surface whose points take the votes of the accepted masks (the ideal field's labels)."""
 
     def vote(self, masks, accepted, negative_weight: float, prompt_view: int, prompt_weight: float,
              protected, hull) -> tuple[np.ndarray, np.ndarray]:

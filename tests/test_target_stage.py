@@ -1,0 +1,307 @@
+"""Issue 16 part 1: the object-only target field, its occlusion-aware unknown pixels and its hull-cut mesh.
+
+(a) From a scene field that holds the exact scene (the table included), the target stage against the
+    ground-truth target masks empties the table: the field's own surface keeps almost none of it, and
+    the target mesh has no vertex in the table's slab away from the target, is watertight and one piece.
+(b) The occlusion test on exact geometry (spheres in a room, a ring of cameras): the pixels where an
+    occluder hides the target come out unknown; the room's wall and the occluder's other pixels do not,
+    nor do the pixels behind which mid-air depths (of grazing rays) would hide.
+(c) The hull cut removes a blob outside the masks' visual hull, and keeps an occluded part of the target
+    when the unknown pixels join the masks.
+"""
+import json
+import math
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import trimesh
+from scipy.spatial import cKDTree
+
+from datasets.dtu import DTUDataset
+from datasets.synthetic import preset_views
+from datasets.synthetic_cameras import look_at
+from datasets.synthetic_presets import TABLE_THICKNESS_MM
+from sam_utils.target_geometry import OcclusionTest
+from systems.outputs import extract_world_mesh
+from systems.config import ConfigError
+from systems.settings import TargetSettings
+from systems.stages import LossWeights, RaySampler, TargetStage
+from systems.target_supervision import occluded_target_masks, target_sdf_fn
+from tests.runs import make_run
+
+TARGET_ITERS = 80          # target-stage iterations in (a)
+PREFIT_STEPS = 150         # regression steps that put the exact scene into the field
+SKIRT_PIXELS = 3           # a table vertex farther than this many pixel footprints from the target is a skirt
+TABLE_LEFT = 0.02          # the object-only field keeps at most this share of the scene field's table surface
+NEUS_STD = math.pi / math.sqrt(3.0)   # std of NeuS's logistic density is this / inv_s
+OVERRIDES = ("train.save_every = 0", f"nto3d.target.iters = {TARGET_ITERS}", "nto3d.target.occlusion_level = 2")
+
+
+def settings(**kw) -> TargetSettings:
+    base = dict(iters=0, mask_weight=0.1, random_background=True, focus_fraction=0.25, occlusion_level=1,
+                occlusion_dilate=0, depth_tol=0.02, mesh_cut="hull", hull_dilate=1, mesh_occupancy_threshold=0.5)
+    return TargetSettings(**{**base, **kw})
+
+
+def test_an_unknown_mesh_cut_is_refused_naming_the_key():
+    with pytest.raises(ConfigError, match="nto3d.target.mesh_cut"):
+        settings(mesh_cut="hul")
+
+
+# ---------------------------------------------------------------- the stage's batches and losses
+def test_target_batches_empty_the_outside_and_skip_unknown_pixels(tiny_scene):
+    ds = DTUDataset(tiny_scene)
+    masks = np.zeros((ds.n_images, ds.H, ds.W), bool)
+    masks[:, 20:30, 40:50] = True
+    unknown = np.zeros_like(masks)
+    unknown[:, 20:30, 50:60] = True                     # beside the mask, inside its focus box
+    w = LossWeights(color=1.0, eikonal=0.1, mask=0.1, instance=0.1)
+    stage = TargetStage(RaySampler(ds, 4000, torch.Generator().manual_seed(0)), w, masks, unknown, settings(),
+                        torch.zeros(3), focus_margin=0.5)
+    b = stage.batch()
+    u, v = b["pixel"][:, 0], b["pixel"][:, 1]
+    focused = (u >= 35) & (u <= 54) & (v >= 15) & (v <= 34)
+    assert focused[3000:].all() and focused[:3000].float().mean() < 0.25   # the last quarter near the target
+    inside, hidden = b["target"][:, 0] > 0, b["known"][:, 0] == 0
+    assert torch.equal(hidden, torch.from_numpy(unknown)[b["view"], v, u])
+    assert torch.allclose(b["rgb"][~inside], b["background"][~inside])    # outside: the ray's own colour
+    assert b["background"][~inside].std(0).min() > 0.2                   # random per ray
+    assert stage.heads == ()                                              # no occupancy head for the hull cut
+    out = {"color": b["rgb"].clone(), "opacity": b["target"].clone(), "eikonal": torch.tensor(0.0)}
+    base = {k: float(v) for k, (_, v) in stage.losses(out, b).items()}
+    out["color"][hidden], out["opacity"][hidden] = 1.0 - b["rgb"][hidden], 1.0 - b["target"][hidden]
+    assert {k: float(v) for k, (_, v) in stage.losses(out, b).items()} == base   # unknown rays do not count
+    out["opacity"][~hidden & ~inside] = 0.9                               # a surface in known empty space costs
+    assert float(stage.losses(out, b)["mask"][1]) > base["mask"] + 0.5
+
+
+# ---------------------------------------------------------------- (a) the object-only stage
+def prefit_scene(model, scene, scale_mat: np.ndarray, steps: int, seed: int = 0) -> None:
+    """Regress the SDF network onto the exact scene SDF (unit coordinates), half the points near surfaces."""
+    g = torch.Generator().manual_seed(seed)
+    s, t = float(scale_mat[0, 0]), torch.from_numpy(scale_mat[:3, 3])
+
+    def exact(x):
+        return (scene.sdf(x.double() * s + t) / s).float()[:, None]
+
+    pool = torch.randn(32768, 3, generator=g)
+    pool = pool / pool.norm(dim=1, keepdim=True) * torch.rand(len(pool), 1, generator=g) ** (1 / 3)
+    near = pool[exact(pool)[:, 0].abs().argsort()[:8192]]
+    pool = torch.cat([pool[:8192], near + 0.01 * torch.randn(near.shape, generator=g)])
+    values = exact(pool)
+    opt = torch.optim.Adam(model.sdf.parameters(), lr=1e-2)
+    for _ in range(steps):
+        idx = torch.randint(len(pool), (4096,), generator=g)
+        loss = (model.sdf.sdf(pool[idx]) - values[idx]).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def read_masks(folder) -> np.ndarray:
+    return np.stack([cv2.imread(str(f), cv2.IMREAD_GRAYSCALE) > 127 for f in sorted(folder.glob("*.png"))])
+
+
+def table_vertices(mesh, tree: cKDTree, top_z: float, tol: float) -> tuple[int, int]:
+    """(vertices in the table's slab, of those farther than tol from the target's surface)."""
+    z = mesh.vertices[:, 2]
+    slab = (z > top_z - TABLE_THICKNESS_MM - tol) & (z < top_z + tol)
+    far = tree.query(mesh.vertices[slab])[0] > tol if slab.any() else np.zeros(0, bool)
+    return int(slab.sum()), int(far.sum())
+
+
+@pytest.fixture(scope="module")
+def object_only(tiny_scene, tmp_path_factory):
+    """The target stage run from the exact scene field: (run, scene-field mesh, raw target-field mesh, target mesh)."""
+    meta = json.loads((tiny_scene / "scene.json").read_text())
+    r = make_run(tiny_scene, tmp_path_factory.mktemp("target"), *OVERRIDES, scene_only=False)
+    p, ds = r.pipeline, r.pipeline.dataset
+    scene = preset_views(meta["preset"], meta["n_views"], meta["width"], meta["height"], meta["seed"])[0]
+    prefit_scene(p.model, scene, ds.scale_mat, PREFIT_STEPS)
+    # the sharpness a trained field reaches: NeuS's kernel as wide as a pixel's footprint at the target
+    gt = trimesh.load(tiny_scene / "gt" / "target.ply")
+    centre = ds.to_unit(gt.vertices.mean(0))
+    footprint = float(np.linalg.norm(ds.poses[0, :3, 3].numpy() - centre)) / float(ds.intrinsics[0, 0, 0])
+    with torch.no_grad():
+        p.model.variance.variance.fill_(math.log(NEUS_STD / footprint) / 10.0)
+    scene_mesh = extract_world_mesh(p.model.sdf.sdf, ds.scale_mat, 64, 0.0, 1.0, 65536, "cpu")
+    p.final = read_masks(tiny_scene / "gt" / "target_mask")
+    p.unknown = occluded_target_masks(p.model, ds, p.final, p.n.target, p.n.target.depth_tol,
+                                      p.s.validate.render_chunk)
+    # the target stage starts where a scene run ends: after the cos-anneal
+    r.trainer.iteration = p.phase_start = p.s.train.cos_anneal_iters
+    p.phase, p.stage = "target", p._stage_for("target")
+    r.trainer.fit()
+    raw = extract_world_mesh(p.model.sdf.sdf, ds.scale_mat, 64, 0.0, 1.0, 65536, "cpu")
+    target = trimesh.load(p.write_mesh(r.trainer.iteration, resolution=64))
+    skirt = SKIRT_PIXELS * footprint * float(ds.scale_mat[0, 0])     # world mm
+    return SimpleNamespace(run=r, scene_mesh=scene_mesh, raw=raw, target=target, gt=gt, skirt=skirt,
+                           top=meta["ground_top_z"], visible=trimesh.load(tiny_scene / "gt" / "target_visible.ply"))
+
+
+def test_the_object_only_field_empties_the_table(object_only):
+    o = object_only
+    tree = cKDTree(o.gt.sample(50000, seed=0))
+    _, before = table_vertices(o.scene_mesh, tree, o.top, o.skirt)
+    _, after = table_vertices(o.raw, tree, o.top, o.skirt)
+    assert before > 0, "the scene field must start with the table in it"
+    assert after <= TABLE_LEFT * before, f"the target field keeps {after} of the table's {before} vertices"
+
+
+def test_the_target_mesh_has_no_skirt_and_is_one_watertight_piece(object_only):
+    o = object_only
+    tree = cKDTree(o.gt.sample(50000, seed=0))
+    slab, far = table_vertices(o.target, tree, o.top, o.skirt)
+    assert far == 0, f"{far} of the target mesh's {slab} vertices in the table's slab lie > {o.skirt:.1f} mm from it"
+    assert o.target.is_watertight
+    assert len(o.target.split(only_watertight=False)) == 1
+    # the target itself survived: its visible surface lies near the mesh
+    d = cKDTree(o.target.vertices).query(np.asarray(o.visible.vertices))[0]
+    assert np.mean(d < o.skirt) > 0.9
+
+
+def test_a_resumed_run_keeps_the_unknown_pixels(object_only, tiny_scene):
+    p = object_only.run.pipeline
+    again = make_run(tiny_scene, object_only.run.exp_dir, *OVERRIDES, is_continue=True, scene_only=False).pipeline
+    assert again.phase == "done" and p.unknown is not None
+    assert np.array_equal(again.unknown, p.unknown) and np.array_equal(again.final, p.final)
+
+
+# ---------------------------------------------------------------- exact geometry: spheres, a room, a ring
+TARGET = (np.zeros(3), 0.5)
+OCCLUDER = (np.array([1.1, 0.25, 0.1]), 0.2)     # in front of the target as camera 0 sees it
+ROOM = 4.0                                       # every ray ends on the room's wall (an inside-out sphere)
+H, W, F = 60, 80, 70.0
+
+
+def ring_cameras(n: int = 8, radius: float = 2.2, elevation_deg: float = 15.0):
+    """(K (3,3), poses (n,4,4) camera-to-world, P (n,3,4)): a ring around the target, camera 0 on +x."""
+    K = np.array([[F, 0, (W - 1) / 2], [0, F, (H - 1) / 2], [0, 0, 1.0]])
+    e = math.radians(elevation_deg)
+    poses, P = [], []
+    for a in np.linspace(0, 2 * math.pi, n, endpoint=False):
+        eye = radius * np.array([math.cos(a) * math.cos(e), math.sin(a) * math.cos(e), math.sin(e)])
+        R, t = look_at(eye, np.zeros(3))
+        pose = np.eye(4)
+        pose[:3, :3], pose[:3, 3] = R.T, eye
+        poses.append(pose)
+        P.append(K @ np.concatenate([R, t[:, None]], 1))
+    return K, np.stack(poses), np.stack(P)
+
+
+def sphere_hit(o, d, centre, r, inside: bool = False):
+    """Ray parameter (..,) of the first hit of rays o + t d (d unit) with a sphere, inf where missed."""
+    oc = o - centre
+    b = (oc * d).sum(-1)
+    disc = b * b - ((oc * oc).sum(-1) - r * r)
+    root = np.sqrt(np.maximum(disc, 0.0))
+    t = -b + root if inside else -b - root
+    return np.where((disc > 0) & (t > 0), t, np.inf)
+
+
+def cast(poses, K):
+    """Per view: surface points (n,H,W,3), what each pixel shows first (0 target, 1 occluder, 2 wall) and
+    whether its ray meets the target at all (n,H,W)."""
+    v, u = np.mgrid[0:H, 0:W]
+    d_cam = np.stack([u, v, np.ones_like(u)], -1) @ np.linalg.inv(K).T
+    points, first, meets = [], [], []
+    for pose in poses:
+        d = d_cam @ pose[:3, :3].T
+        d /= np.linalg.norm(d, axis=-1, keepdims=True)
+        o = pose[:3, 3]
+        t = np.stack([sphere_hit(o, d, *TARGET), sphere_hit(o, d, *OCCLUDER),
+                      sphere_hit(o, d, np.zeros(3), ROOM, inside=True)])
+        k = t.argmin(0)
+        points.append(o + d * np.take_along_axis(t, k[None], 0)[0][..., None])
+        first.append(k)
+        meets.append(np.isfinite(t[0]))
+    return np.stack(points), np.stack(first), np.stack(meets)
+
+
+@pytest.fixture(scope="module")
+def spheres():
+    K, poses, P = ring_cameras()
+    points, first, meets = cast(poses, K)
+    return SimpleNamespace(K=K, poses=poses, P=P, points=points, first=first, meets=meets, target=first == 0)
+
+
+def grown(mask: np.ndarray, r: int) -> np.ndarray:
+    return cv2.dilate(mask.astype(np.uint8), np.ones((2 * r + 1,) * 2, np.uint8)) > 0
+
+
+def test_occluded_target_pixels_are_unknown_and_the_rest_is_not(spheres):
+    s = spheres
+    grow = 1
+    test = OcclusionTest(torch.from_numpy(s.points), torch.ones(s.first.shape, dtype=torch.bool), s.P, (H, W), 0.02)
+    unknown = test.occluded(s.target, grow).numpy()
+    hidden = (s.first == 1) & s.meets                   # the occluder in front of the target
+    assert hidden[0].sum() > 50, "the construction must hide part of the target in view 0"
+    for v in range(len(s.P)):
+        assert not (unknown[v] & s.target[v]).any()     # the target's own pixels stay target
+        if hidden[v].sum() > 20:
+            assert (unknown[v] & hidden[v]).sum() >= 0.8 * hidden[v].sum(), f"view {v}: occluded target missed"
+        # the wall and the occluder's other pixels are known (beyond the growth at the region's edge)
+        assert not (unknown[v] & ~grown(hidden[v], grow + 1)).any(), f"view {v}: unknown pixels off the occlusion"
+
+
+def test_mid_air_depths_in_a_mask_make_no_unknown_pixels(spheres):
+    """Mixed depths of grazing rays put one view's "target" points in mid-air (here beyond the target, up
+    to the room's wall): no other view sees them, so they hide behind nothing."""
+    s = spheres
+    points = s.points.copy()
+    eye = s.poses[2][:3, 3]
+    inner = cv2.erode(s.target[2].astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    pick = np.zeros_like(inner)
+    pick[tuple(a[::3] for a in np.nonzero(inner))] = True
+    points[2][pick] = eye + 2.0 * (points[2][pick] - eye)
+    grow = 1
+    test = OcclusionTest(torch.from_numpy(points), torch.ones(s.first.shape, dtype=torch.bool), s.P, (H, W), 0.02)
+    unknown = test.occluded(s.target, grow).numpy()
+    hidden = (s.first == 1) & s.meets
+    for v in range(len(s.P)):
+        assert not (unknown[v] & ~grown(hidden[v], grow + 1)).any(), f"view {v}: unknown pixels off the occlusion"
+    assert (unknown[0] & hidden[0]).sum() >= 0.8 * hidden[0].sum()
+
+
+# ---------------------------------------------------------------- (c) the hull cut
+def cut_mesh(spheres, final, unknown, blob, cut: bool = True):
+    """Target mesh of the exact SDF of the target sphere + a blob, cut by the masks' hull (no largest-component step)."""
+    def sdf(x):
+        d = [torch.linalg.norm(x - torch.as_tensor(c, dtype=x.dtype), dim=-1, keepdim=True) - r for c, r in
+             (TARGET, blob)]
+        return torch.minimum(*d)
+
+    model = SimpleNamespace(sdf=SimpleNamespace(sdf=sdf))
+    intr = np.tile(np.eye(4), (len(spheres.P), 1, 1))
+    intr[:, :3, :3] = spheres.K
+    ds = SimpleNamespace(intrinsics=torch.from_numpy(intr), poses=torch.from_numpy(spheres.poses), device="cpu")
+    res = 64
+    fn = target_sdf_fn(model, ds, final, unknown, settings(), 2.0 / res) if cut else sdf
+    return extract_world_mesh(fn, np.eye(4), res, 0.0, 1.0, 65536, "cpu"), res
+
+
+def test_the_hull_cut_removes_a_blob_outside_the_masks(spheres):
+    s = spheres
+    blob = (np.array([0.0, 0.8, 0.0]), 0.15)          # beside the target: outside its silhouette in side views
+    full = s.target | ((s.first == 1) & s.meets)       # the target's whole silhouettes
+    uncut, _ = cut_mesh(s, full, None, blob, cut=False)
+    assert len(uncut.split(only_watertight=False)) == 2
+    mesh, res = cut_mesh(s, full, None, blob)
+    assert len(mesh.split(only_watertight=False)) == 1 and mesh.is_watertight
+    r = np.linalg.norm(mesh.vertices - TARGET[0], axis=1)
+    assert np.abs(r - TARGET[1]).max() < 2.0 * 2.0 / res        # only the target sphere, whole
+
+
+def test_the_hull_keeps_the_occluded_target_when_the_unknown_pixels_join_the_masks(spheres):
+    s = spheres
+    no_blob = (np.array([0.0, 0.0, 3.0]), 0.01)
+    hidden = (s.first == 1) & s.meets
+    cut, res = cut_mesh(s, s.target, None, no_blob)                 # the occluded part is cut away
+    kept, _ = cut_mesh(s, s.target, hidden, no_blob)
+    volume = 4 / 3 * math.pi * TARGET[1] ** 3
+    assert cut.volume < 0.95 * volume
+    r = np.linalg.norm(kept.vertices - TARGET[0], axis=1)
+    assert np.abs(r - TARGET[1]).max() < 2.0 * 2.0 / res and kept.volume > 0.95 * volume
