@@ -9,7 +9,7 @@ PRESET=${PRESET:-easy}
 if $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   CONF=${CONF:-confs/synthetic.conf}; VIEWS=${VIEWS:-49}; W=${W:-800}; H=${H:-600}
 else
-  CONF=${CONF:-confs/synthetic_cpu.conf}; VIEWS=${VIEWS:-24}; W=${W:-160}; H=${H:-120}
+  CONF=${CONF:-confs/synthetic_cpu.conf}; VIEWS=${VIEWS:-12}; W=${W:-160}; H=${H:-120}   # fewer views, longer training
   echo "[demo] no GPU: small scene (${VIEWS} views ${W}x${H}) and $CONF"
 fi
 CASE=${CASE:-${PRESET}_${VIEWS}v_${W}x${H}}
