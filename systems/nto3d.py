@@ -1,8 +1,8 @@
 """NTO3D: one prompt -> lifted masks in every view -> the target alone -> the target's mesh.
 
 Phases (resumable): "init" (the segmenter answers the user's prompt), "lift" (scene + occupancy
-head; between segments a lifting round re-prompts every view from the accepted masks carried over
-the rendered surface, cut to the 3D piece through the click),
+head; between segments a lifting round re-prompts every view from the head's projections, cut to
+the 3D piece through the click),
 "target" (the target-only field against the lifted masks), "done".
 """
 from __future__ import annotations

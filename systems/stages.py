@@ -27,9 +27,13 @@ INSTANCE = "instance"
 OPACITY_CLAMP = 1e-3  # keeps BCE finite for fully transparent / opaque rays
 
 
-def color_l1(rendered: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean L1 colour error per channel over the batch; both (B,3)."""
-    return (rendered - target).abs().sum(-1, keepdim=True).mean() / 3.0
+def color_l1(rendered: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean L1 colour error per channel over the batch; both (B,3). weight (B,1): each ray's weight in
+    the mean (None: all equal; 0: the ray does not count), as in mask_bce."""
+    err = (rendered - target).abs().sum(-1, keepdim=True)
+    if weight is None:
+        return err.mean() / 3.0
+    return (err / 3.0 * weight).sum() / weight.sum().clamp(min=1.0)
 
 
 def mask_bce(opacity: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
@@ -142,12 +146,6 @@ class LiftStage(SceneStage):
         return terms
 
 
-def weighted_l1(rendered: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """color_l1 over the rays with weight (B,1) (0: the ray does not count)."""
-    err = (rendered - target).abs().sum(-1, keepdim=True) / 3.0
-    return (err * weight).sum() / weight.sum().clamp(min=1.0)
-
-
 class TargetStage(SceneStage):
     """The target alone (NeuS with masks), from the scene field: inside the lifted mask a pixel is the
     target's colour and opaque; outside it is empty space (opacity 0, the ray's random background
@@ -186,7 +184,7 @@ class TargetStage(SceneStage):
 
     def losses(self, out: dict, batch: dict) -> dict[str, tuple[float, torch.Tensor]]:
         m, known = batch["target"], batch["known"]
-        terms = {"color": (self.w.color, weighted_l1(out["color"], batch["rgb"], known)),
+        terms = {"color": (self.w.color, color_l1(out["color"], batch["rgb"], known)),
                  "eikonal": (self.w.eikonal, out["eikonal"]),
                  "mask": (self.w.mask, mask_bce(out["opacity"], m, known))}
         if self.heads:
