@@ -26,6 +26,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -114,7 +116,7 @@ def build_jobs(args, scenes: list[str]) -> list[Job]:
                     "--seed", str(args.scene_seed), "--gt_resolution", str(args.gt_resolution)]
             jobs.append(Job(f"make {s}", argv, Path(args.exp_root) / s / "make_scene.log"))
     made = {j.name for j in jobs}
-    for k in range(args.seeds):
+    for k in range(args.first_seed, args.seeds):
         for s in scenes:
             after = f"make {s}" if f"make {s}" in made else None
             cleanup = [] if args.keep_checkpoints else [run_dir(args, s, k)]
@@ -188,19 +190,37 @@ def collect(args, scenes: list[str]) -> dict:
     return out
 
 
+SHEET_PX, SHEET_QUALITY = 1200, 75   # contact sheets brought back as JPEG, longest side / quality
+
+
+def round_sheets(folder: Path) -> list[Path]:
+    """The first and the last lifting round's contact sheets of one run (the round that decides, the end)."""
+    sheets = sorted(folder.rglob("masks/round_*/contact_sheet.png"))
+    sheets = [f for f in sheets if f.parent.name != "round_00"]
+    return sorted({sheets[0], sheets[-1]}) if sheets else []
+
+
 def copy_results(args, scenes: list[str], summary_path: Path, dest: Path) -> None:
-    """The summary and every run's JSON and log into dest, under the --exp_root layout (small files only:
-    --summarize --exp_root DEST rebuilds the table from them elsewhere)."""
+    """The summary and every run's JSON, log and first / last round contact sheets (small JPEGs) into dest,
+    under the --exp_root layout (--summarize --exp_root DEST rebuilds the table from them elsewhere)."""
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(summary_path, dest / "summary.json")
     for s in scenes:
         for k in range(args.seeds):
+            out = dest / s / f"seed{k}"
             for name in ("run.json", "run.log"):
                 f = run_dir(args, s, k) / name
                 if f.is_file():
-                    target = dest / s / f"seed{k}" / name
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(f, target)
+                    out.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(f, out / name)
+            for sheet in round_sheets(run_dir(args, s, k)):
+                im = cv2.imread(str(sheet))
+                if im is None:
+                    continue
+                scale = min(1.0, SHEET_PX / max(im.shape[:2]))
+                im = cv2.resize(im, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+                out.mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(out / f"{sheet.parent.name}.jpg"), im, [cv2.IMWRITE_JPEG_QUALITY, SHEET_QUALITY])
 
 
 def main(argv=None) -> int:
@@ -208,6 +228,8 @@ def main(argv=None) -> int:
     ap.add_argument("--scenes", nargs="+", default=None,
                     help=f"presets ({', '.join(PRESETS)}) and/or {SCAN65} (default: all presets, + {SCAN65} with --scan65)")
     ap.add_argument("--seeds", type=int, default=3, help="network seeds per scene: general.seed = 0..K-1")
+    ap.add_argument("--first_seed", type=int, default=0, help="run only seeds FIRST..K-1 (the rest of a suite "
+                    "split over device calls; --summarize --seeds K reads them all)")
     ap.add_argument("--parallel", type=int, default=1, help="runs at once (they share the GPU)")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads per run (GrabCut workers, OpenMP); "
                     "0: cores / --parallel")
@@ -236,8 +258,8 @@ def main(argv=None) -> int:
     ap.add_argument("--copy_to", default=None, metavar="DIR", help="also copy the summary and the runs' JSONs and "
                     "logs here (e.g. $OUT on the device), in EXP_ROOT's layout")
     args = ap.parse_args(argv)
-    if args.seeds < 1 or args.parallel < 1:
-        raise SystemExit("--seeds and --parallel must be >= 1")
+    if args.seeds < 1 or args.parallel < 1 or not 0 <= args.first_seed < args.seeds:
+        raise SystemExit("--seeds and --parallel must be >= 1, and 0 <= --first_seed < --seeds")
     scenes = scene_list(args)
 
     t0 = time.time()
@@ -247,7 +269,7 @@ def main(argv=None) -> int:
         threads = str(args.threads or max(1, (os.cpu_count() or 1) // args.parallel))
         env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, TQDM_DISABLE="1", PYTHONUNBUFFERED="1")
         jobs = build_jobs(args, scenes)
-        for k in range(args.seeds):            # a stale run.json must not stand in for a failed run
+        for k in range(args.first_seed, args.seeds):   # a stale run.json must not stand in for a failed run
             for s in scenes:
                 (run_dir(args, s, k) / "run.json").unlink(missing_ok=True)
         run_jobs(jobs, args.parallel, args.timeout, env, None if args.deadline is None else t0 + args.deadline)

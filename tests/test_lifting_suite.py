@@ -6,6 +6,7 @@ import statistics
 import sys
 import time
 
+import cv2
 import pytest
 
 from bench import lifting_suite
@@ -72,6 +73,12 @@ def test_summary_and_table_are_computed_from_the_run_jsons(suite):
     assert json.loads(again.read_text())["scenes"] == summary["scenes"]
     lifting_suite.main(["--seeds", "2", "--exp_root", str(root / "copy"), "--summarize"])  # the copied files alone
     assert json.loads((root / "copy" / "summary.json").read_text())["scenes"] == summary["scenes"]
+    for k in (0, 1):                 # the round's contact sheet comes back as a small JPEG beside the run's JSON
+        sheet = cv2.imread(str(root / "copy" / "easy" / f"seed{k}" / "round_01.jpg"))
+        png = cv2.imread(str(next((root / "exp" / "easy" / f"seed{k}").rglob("round_01/contact_sheet.png"))))
+        assert sheet is not None and sheet.shape[:2] == png.shape[:2]        # small sheets keep their size
+        assert len(runs[k]["prompt_agreement"]) == 2                      # round 1 and the final masks
+        assert all(0.0 <= a <= 1.0 for a in runs[k]["prompt_agreement"])
 
 
 def test_summary_of_failed_and_losing_seeds():
