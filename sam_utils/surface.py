@@ -33,15 +33,19 @@ class Surface:
         uv = x[..., :2] / torch.where(z.abs() < 1e-12, torch.full_like(z, 1e-12), z)[..., None]
         return (uv + 0.5) * self.scale - 0.5, z
 
-    def _lookup(self, X: torch.Tensor, views: list[int]):
-        """Where X (M,3) lands in each view's grid: row, col (J,M), in the image and in front (J,M), seen (J,M)."""
+    def _land(self, X: torch.Tensor, views: list[int]):
+        """Where X (M,3) lands in each of `views`, all (J,M): view, grid row and col, in the image and in
+        front, on a pixel that shows surface, that surface's camera depth, and X's."""
         n, h, w = self.shape
         g, z = self._project(X[None], views)
         col, row = torch.round(g[..., 0]).long(), torch.round(g[..., 1]).long()
         inside = (z > 0) & (col >= 0) & (col < w) & (row >= 0) & (row < h)
         row, col = torch.where(inside, row, 0), torch.where(inside, col, 0)
-        idx = torch.as_tensor(views, device=X.device)[:, None]
-        own = self.depth[idx, row, col]
-        seen = inside & self.valid[idx, row, col] & ((own - z).abs() <= self.tol * own.abs())
-        return idx, row, col, inside, seen
+        idx = torch.as_tensor(views, device=X.device)[:, None].expand_as(row)
+        return idx, row, col, inside, inside & self.valid[idx, row, col], self.depth[idx, row, col], z
 
+    def _lookup(self, X: torch.Tensor, views: list[int]):
+        """Where X (M,3) lands in each view's grid: row, col (J,M), in the image and in front (J,M), seen (J,M)
+        (the view's own surface there at X's depth, within the tolerance relative to that surface's depth)."""
+        idx, row, col, inside, on, own, z = self._land(X, views)
+        return idx, row, col, inside, on & ((own - z).abs() <= self.tol * own.abs())

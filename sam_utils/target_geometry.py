@@ -40,18 +40,11 @@ class OcclusionTest(Surface):
         far = torch.where(self.valid, self.depth, torch.full_like(self.depth, float("inf")))
         self.nearest = -F.max_pool2d(-far[:, None], 3, stride=1, padding=1)[:, 0]
 
-    def _land(self, X: torch.Tensor, views: list[int], masks: torch.Tensor):
+    def _classify(self, X: torch.Tensor, views: list[int], masks: torch.Tensor):
         """Where X (M,3) lands in `views`, each (J,M): view, row, col; `behind` the pixel's surface (nearer
         than X); `seen` there (its surface at X's depth); `free` (every surface around the pixel, or none,
-        lies beyond X: the view sees through X); the pixel's mask."""
-        n, h, w = self.shape
-        g, z = self._project(X[None], views)                                       # (J,M,2), (J,M)
-        col, row = torch.round(g[..., 0]).long(), torch.round(g[..., 1]).long()
-        image = (z > 0) & (col >= 0) & (col < w) & (row >= 0) & (row < h)
-        row, col = torch.where(image, row, 0), torch.where(image, col, 0)
-        idx = torch.as_tensor(views, device=X.device)[:, None].expand_as(row)
-        on = image & self.valid[idx, row, col]
-        own = self.depth[idx, row, col]
+        lies beyond X: the view sees through X); the pixel's mask. Tolerances relative to X's depth."""
+        idx, row, col, image, on, own, z = self._land(X, views)
         margin = self.tol * z.abs()
         behind, seen = on & (z - own > margin), on & ((z - own).abs() <= margin)
         free = image & (self.nearest[idx, row, col] - z > margin)
@@ -79,14 +72,14 @@ class OcclusionTest(Surface):
         through = torch.zeros(len(X), dtype=torch.bool, device=X.device)
         seen = torch.zeros(len(X), dtype=torch.long, device=X.device)
         for views in self._chunks(len(X)):
-            _, _, _, _, saw, free, label = self._land(X, views, masks)
+            _, _, _, _, saw, free, label = self._classify(X, views, masks)
             through |= free.any(0)
             seen += (saw & label).sum(0)
         X = X[~through & (seen >= 2)]
         hit = torch.zeros((n, h, w), dtype=torch.bool, device=masks.device)
         ring = dilate(masks, 1)
         for views in self._chunks(len(X)):
-            idx, row, col, behind, _, _, label = self._land(X, views, ring)
+            idx, row, col, behind, _, _, label = self._classify(X, views, ring)
             behind &= ~label
             hit[idx[behind], row[behind], col[behind]] = True
         return dilate(hit, grow) & ~masks
