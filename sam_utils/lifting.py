@@ -52,6 +52,7 @@ class LiftingSettings:
     final_render_level: int  # the lifted masks (target-stage supervision) at 1/level
     connect_voxel: float     # target surface apart from the click's piece by gaps of voxels this many samples wide is not target
     connect_bridge: int      # ... gaps of up to 2 x this many voxels are closed first
+    connect_edge: float      # a pixel whose surface point jumps more than this many samples from a neighbour's is on a depth edge
     per_segmenter: dict[str, SegmenterTrust]
 
 

@@ -122,8 +122,10 @@ class NTO3DPipeline(Pipeline):
         proj, points, valid = project_views(self.model, ds, level, self.s.validate.render_chunk, surface=True)
         n, h, w = valid.shape
         grid = np.stack([cv2.resize(p, (w, h), interpolation=cv2.INTER_AREA) for p in proj])
-        kept = keep_connected(points, valid, grid, self._seeds(h, w), s.proj_threshold, s.connect_voxel,
-                              s.connect_bridge)
+        centres = ds.poses[:, :3, 3].double().cpu().numpy()                       # (N,3) camera centres
+        depth = np.linalg.norm(points - centres[:, None, None], axis=-1)          # (N,h,w) along each ray
+        kept = keep_connected(points, valid, depth, grid, self._seeds(h, w), s.proj_threshold, s.connect_voxel,
+                              s.connect_bridge, s.connect_edge)
         drop = (grid >= s.proj_threshold) & (kept < s.proj_threshold)
         cut = proj.copy()
         for v in range(n):

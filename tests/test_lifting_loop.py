@@ -31,7 +31,7 @@ from tests.oracles import DegradedOracle, PartOracle
 N_VIEWS, W, H = 16, 128, 96
 TRUST = SegmenterTrust(accept_iou=0.5, min_recall=0.7, negative_weight=1.0)
 SETTINGS = LiftingSettings(converge_eps=0.02, max_rounds=8, proj_threshold=0.5, n_positive=5, n_negative=4,
-                           cascade=True, render_level=1, final_render_level=1, connect_voxel=3.0, connect_bridge=1, per_segmenter={"oracle": TRUST})
+                           cascade=True, render_level=1, final_render_level=1, connect_voxel=3.0, connect_bridge=1, connect_edge=4.0, per_segmenter={"oracle": TRUST})
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +54,7 @@ class Field:
         P = np.stack([c.K @ np.concatenate([c.R, c.t[:, None]], 1) for c in cams])       # (N,3,4)
         self.votes = SurfaceVotes(np.stack([r.points for r in renders]), np.stack([r.hit for r in renders]), P,
                                   (H, W), DEPTH_TOL)
+        self.depth = np.stack([r.depth for r in renders]).astype(np.float64)
 
     def project(self, masks: np.ndarray, accepted: np.ndarray, prompt_view: int = 0, click=None):
         """The votes, cut to the 3D piece through `click` ((row, col) on the prompt view; None: none)."""
@@ -64,9 +65,9 @@ class Field:
                                       hull)
         if click is None:
             return prob, known
-        prob = keep_connected(self.votes.points.numpy(), self.votes.valid.numpy(), prob,
+        prob = keep_connected(self.votes.points.numpy(), self.votes.valid.numpy(), self.depth, prob,
                               np.array([[prompt_view, *click]]), SETTINGS.proj_threshold, SETTINGS.connect_voxel,
-                              SETTINGS.connect_bridge)
+                              SETTINGS.connect_bridge, SETTINGS.connect_edge)
         return prob, known
 
 
