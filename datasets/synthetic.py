@@ -100,32 +100,44 @@ def _check_args(preset: str, n_views: int, width: int, height: int, gt_resolutio
 
 
 def make_scene(preset: str, out_dir, n_views: int = 49, width: int = 800, height: int = 600, seed: int = 0,
-               gt_resolution: int = 256, device: str | None = None, progress: bool = False) -> pathlib.Path:
+               gt_resolution: int = 256, device: str | None = None, progress: bool = False,
+               zoom: float | None = None, look_at_z: float | None = None) -> pathlib.Path:
     """Build preset `preset` (one of PRESETS), render it and write images + ground truth to out_dir.
 
     device: torch device for rendering/GT (default: cuda if available, else cpu).
     progress: show a tqdm bar over views. Returns out_dir as a Path.
+    zoom, look_at_z: the cameras' focal multiplier and look-at height (mm); None: the preset's (framing()).
     """
     _check_args(preset, n_views, width, height, gt_resolution)
     dev = default_device(device)
+    framed = _framing(preset, zoom, look_at_z)
     with cpu_threads(dev):
-        return _make_scene(preset, pathlib.Path(out_dir), n_views, width, height, seed, gt_resolution, dev, progress)
+        return _make_scene(preset, pathlib.Path(out_dir), n_views, width, height, seed, gt_resolution, dev, progress,
+                           framed)
 
 
-def preset_views(preset: str, n_views: int, width: int, height: int, seed: int = 0,
-                 device="cpu") -> tuple[Scene, list[Camera], np.ndarray, float]:
+def _framing(preset: str, zoom: float | None, look_at_z: float | None) -> tuple[float, float]:
+    """(zoom, look-at height mm): the preset's framing() where an argument is None."""
+    z, h = framing(preset)
+    return (z if zoom is None else float(zoom)), (h if look_at_z is None else float(look_at_z))
+
+
+def preset_views(preset: str, n_views: int, width: int, height: int, seed: int = 0, device="cpu",
+                 zoom: float | None = None, look_at_z: float | None = None
+                 ) -> tuple[Scene, list[Camera], np.ndarray, float]:
     """The scene of `preset`, its cameras (as make_scene places them) and bounding sphere (centre, radius mm):
-    what tests need to render views in memory (sphere_tracer.render_view) without writing files."""
+    what tests need to render views in memory (sphere_tracer.render_view) without writing files.
+    zoom, look_at_z: as make_scene's (None: the preset's framing)."""
     scene, view0_azimuth = build_preset(preset, seed)
     centre, radius = bounding_sphere(scene, device)
-    zoom, look_at_z = framing(preset)
+    zoom, look_at_z = _framing(preset, zoom, look_at_z)
     cams = make_cameras(n_views, width, height, centre, radius, view0_azimuth, look_at_z=look_at_z, zoom=zoom)
     return scene, cams, centre, radius
 
 
-def _make_scene(preset, out, n_views, width, height, seed, gt_resolution, dev, progress) -> pathlib.Path:
-    """make_scene's body (arguments already checked)."""
-    scene, cams, centre, radius = preset_views(preset, n_views, width, height, seed, dev)
+def _make_scene(preset, out, n_views, width, height, seed, gt_resolution, dev, progress, framed) -> pathlib.Path:
+    """make_scene's body (arguments already checked; framed: (zoom, look-at height mm))."""
+    scene, cams, centre, radius = preset_views(preset, n_views, width, height, seed, dev, *framed)
     parts = target_parts(scene)
     for sub in VIEW_DIRS + ((PART_DIR,) if parts else ()):
         (out / sub).mkdir(parents=True, exist_ok=True)
@@ -166,8 +178,8 @@ def _make_scene(preset, out, n_views, width, height, seed, gt_resolution, dev, p
         "gt_resolution": gt_resolution, "units": "mm", "up": [0.0, 0.0, 1.0], "ground_top_z": 0.0,
         "background": list(BACKGROUND), "light_dir": list(LIGHT_DIR),
         "sphere_center": [float(c) for c in centre], "sphere_radius": float(radius),
-        "look_at": [float(centre[0]), float(centre[1]), framing(preset)[1]],
-        "focal": float(cams[0].K[0, 0]), "zoom": framing(preset)[0],
+        "look_at": [float(centre[0]), float(centre[1]), framed[1]],
+        "focal": float(cams[0].K[0, 0]), "zoom": framed[0],
         "elevation_range_deg": list(ELEVATION_RANGE_DEG),
         "objects": [{"name": o.name, "is_target": o.is_target} for o in scene.objects],
         "target": scene.target.name, "target_index": scene.target_index, "target_parts": list(parts),

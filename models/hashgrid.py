@@ -49,17 +49,34 @@ def encode_torch(x: torch.Tensor, params: torch.Tensor, layout: GridLayout,
     frac = pos - cell                                                                # (N, L, D)
     lower = cell.to(torch.int64) & UINT32_MASK                                       # uint32 pos_grid
     corner = torch.stack([lower, (lower + 1) & UINT32_MASK], dim=-1)                 # (N, L, D, 2)
-    dense_terms = corner * stride[:, :, None]                                        # (N, L, D, 2)
-    hash_terms = (corner * primes[:, None]) & UINT32_MASK                            # (N, L, D, 2)
     weights = torch.stack([1 - frac, frac], dim=-1)                                  # (N, L, D, 2)
     # combine dimensions; corner k uses the upper vertex along dim j iff bit j of k is set (tcnn order)
-    dense_idx, hash_idx, w = dense_terms[:, :, 0], hash_terms[:, :, 0], weights[:, :, 0]  # (N, L, 2)
+    w = weights[:, :, 0]                                                             # (N, L, 2)
     for j in range(1, d):
-        dense_idx = (dense_terms[:, :, j, :, None] + dense_idx[:, :, None, :]).flatten(2)
-        hash_idx = torch.bitwise_xor(hash_terms[:, :, j, :, None], hash_idx[:, :, None, :]).flatten(2)
         w = (weights[:, :, j, :, None] * w[:, :, None, :]).flatten(2)               # (N, L, 2^j+1)
-    slot = torch.where(dense[:, None], dense_idx & UINT32_MASK, hash_idx) % size[:, None]
-    entry = slot + offset[:, None]                                                   # (N, L, 2^D)
+    n_dense = sum(layout.dense)
+    if layout.dense[:n_dense] == (True,) * n_dense:
+        # the dense levels come first (resolutions grow): index each group only its own way
+        parts = []
+        if n_dense:
+            lv = slice(0, n_dense)
+            idx = _combine(corner[:, lv] * stride[lv, :, None], torch.add) & UINT32_MASK
+            parts.append(idx % size[lv, None] + offset[lv, None])
+        if n_dense < layout.n_levels:
+            lv = slice(n_dense, layout.n_levels)
+            idx = _combine((corner[:, lv] * primes[:, None]) & UINT32_MASK, torch.bitwise_xor)
+            sizes = set(layout.sizes[lv])
+            if len(sizes) == 1 and (m := sizes.pop()) & (m - 1) == 0:
+                idx = idx & (m - 1)                       # the same as % m for a power of two, cheaper
+            else:
+                idx = idx % size[lv, None]
+            parts.append(idx + offset[lv, None])
+        entry = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]             # (N, L, 2^D)
+    else:
+        dense_idx = _combine(corner * stride[:, :, None], torch.add)
+        hash_idx = _combine((corner * primes[:, None]) & UINT32_MASK, torch.bitwise_xor)
+        slot = torch.where(dense[:, None], dense_idx & UINT32_MASK, hash_idx) % size[:, None]
+        entry = slot + offset[:, None]                                               # (N, L, 2^D)
     table = params.view(-1, layout.n_features)                                       # (entries, F)
     feats = table.index_select(0, entry.flatten()).view(*entry.shape, layout.n_features)
     feats = feats.to(big)
@@ -68,6 +85,15 @@ def encode_torch(x: torch.Tensor, params: torch.Tensor, layout: GridLayout,
         feats = feats + (feats.detach().to(read_dtype).to(big) - feats.detach())
     out = (w[..., None] * feats).sum(dim=2)                                          # (N, L, F)
     return out.reshape(n, layout.n_levels * layout.n_features)
+
+
+def _combine(terms: torch.Tensor, op) -> torch.Tensor:
+    """Per-dimension corner terms (N, L, D, 2) -> per-corner values (N, L, 2^D) combined with `op`
+    (add: row-major index; xor: hash); corner k takes the upper vertex along dim j iff bit j of k is set."""
+    out = terms[:, :, 0]
+    for j in range(1, terms.shape[2]):
+        out = op(terms[:, :, j, :, None], out[:, :, None, :]).flatten(2)
+    return out
 
 
 @functools.lru_cache(maxsize=None)

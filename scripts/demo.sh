@@ -6,15 +6,28 @@ cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
 PY=.venv/bin/python
 PRESET=${PRESET:-easy}
+FRAMING=()   # make_synthetic.py's --zoom / --look_at_height; none: the preset's framing
 if $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   CONF=${CONF:-confs/synthetic.conf}; VIEWS=${VIEWS:-49}; W=${W:-800}; H=${H:-600}
+  CASE=${CASE:-${PRESET}_${VIEWS}v_${W}x${H}}
 else
-  CONF=${CONF:-confs/synthetic_cpu.conf}; VIEWS=${VIEWS:-12}; W=${W:-160}; H=${H:-120}   # fewer views, longer training
-  echo "[demo] no GPU: small scene (${VIEWS} views ${W}x${H}) and $CONF"
+  # fewer views, longer training; the cameras zoomed onto the target (ZOOM, aimed LOOK_AT mm above the
+  # table) so that the small images spend their pixels, and the training its rays, on it
+  CONF=${CONF:-confs/synthetic_cpu.conf}; VIEWS=${VIEWS:-12}; W=${W:-160}; H=${H:-120}
+  ZOOM=${ZOOM:-1.6}; LOOK_AT=${LOOK_AT:-60}
+  FRAMING=(--zoom "$ZOOM" --look_at_height "$LOOK_AT")
+  CASE=${CASE:-${PRESET}_${VIEWS}v_${W}x${H}_zoom${ZOOM}_at${LOOK_AT}}
+  # glibc: keep freed memory for reuse instead of mapping and unmapping every large tensor (page faults
+  # otherwise cost a large share of a CPU run's time)
+  export MALLOC_MMAP_MAX_=${MALLOC_MMAP_MAX_:-0} MALLOC_TRIM_THRESHOLD_=${MALLOC_TRIM_THRESHOLD_:-68719476736}
+  # OpenMP threads that wait asleep, not spinning: a spinning thread starves its partner when another
+  # program holds one of the cores
+  export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+  echo "[demo] no GPU: small scene (${VIEWS} views ${W}x${H}, zoom ${ZOOM}) and $CONF"
 fi
-CASE=${CASE:-${PRESET}_${VIEWS}v_${W}x${H}}
 if [ ! -f "data/$CASE/cameras_sphere.npz" ]; then
-  $PY scripts/make_synthetic.py --preset "$PRESET" --out "data/$CASE" --views "$VIEWS" --width "$W" --height "$H"
+  $PY scripts/make_synthetic.py --preset "$PRESET" --out "data/$CASE" --views "$VIEWS" --width "$W" --height "$H" \
+    "${FRAMING[@]}"
 fi
 # Segmenter: SAM when its checkpoint is here or can be fetched (SAM_MODEL, default vit_b: 358 MB),
 # otherwise the weight-free GrabCut fallback. SAM_DOWNLOAD=0 never tries the network.

@@ -30,12 +30,17 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="varies textures and small placements (default 0)")
     ap.add_argument("--gt_resolution", type=int, default=256, help="marching-cubes samples along the longest "
                     "axis of each ground-truth mesh (default 256)")
+    ap.add_argument("--zoom", type=float, default=None, help="focal multiplier of the cameras (> 1: the content "
+                    "fills more of the frame; default: the preset's framing)")
+    ap.add_argument("--look_at_height", type=float, default=None, help="height (mm) above the table the cameras "
+                    "aim at (default: the preset's framing)")
     ap.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     args = ap.parse_args(argv)
 
     start = time.time()
     out = make_scene(args.preset, args.out, n_views=args.views, width=args.width, height=args.height,
-                     seed=args.seed, gt_resolution=args.gt_resolution, device=args.device, progress=True)
+                     seed=args.seed, gt_resolution=args.gt_resolution, device=args.device, progress=True,
+                     zoom=args.zoom, look_at_z=args.look_at_height)
     n_files = sum(1 for f in out.rglob("*") if f.is_file())
     print(f"wrote {args.preset!r} scene to {out.resolve()}: {args.views} views of {args.width}x{args.height}, "
           f"{n_files} files, {_dir_size_mb(out):.1f} MB, in {time.time() - start:.1f} s")
