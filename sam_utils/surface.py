@@ -8,6 +8,8 @@ full-resolution pixels (H,W).
 """
 from __future__ import annotations
 
+import cv2
+import numpy as np
 import torch
 
 
@@ -44,8 +46,29 @@ class Surface:
         idx = torch.as_tensor(views, device=X.device)[:, None].expand_as(row)
         return idx, row, col, inside, inside & self.valid[idx, row, col], self.depth[idx, row, col], z
 
+    @torch.no_grad()
+    def seen_inside(self, view: int, mask) -> torch.Tensor:
+        """(N,h,w) bool: the pixels whose surface point `view` sees (depth-tested) inside `mask` (h,w) bool,
+        a mask on view's grid: where that view's label carries over the surface to every view."""
+        mask = torch.as_tensor(mask, dtype=torch.bool, device=self.points.device)
+        _, row, col, _, seen = self._lookup(self.points[self.valid], [view])
+        out = torch.zeros(self.shape, dtype=torch.bool, device=self.points.device)
+        out[self.valid] = (seen & mask[row, col])[0]
+        return out
+
     def _lookup(self, X: torch.Tensor, views: list[int]):
         """Where X (M,3) lands in each view's grid: row, col (J,M), in the image and in front (J,M), seen (J,M)
         (the view's own surface there at X's depth, within the tolerance relative to that surface's depth)."""
         idx, row, col, inside, on, own, z = self._land(X, views)
         return idx, row, col, inside, on & ((own - z).abs() <= self.tol * own.abs())
+
+
+def carried_labels(points, valid, P, full_hw: tuple[int, int], view: int, mask: np.ndarray, erode: int,
+                   depth_tol: float) -> np.ndarray:
+    """(N,h,w) bool: the grid pixels of every view whose surface point `view` sees inside the interior of
+    `mask` (H,W) bool (full resolution, eroded by `erode` pixels: a segmenter's mask spills past the
+    silhouette, onto the surface behind). One view's label carried over the reconstructed geometry."""
+    n, h, w = np.shape(valid)
+    inner = cv2.erode(np.asarray(mask, np.uint8), np.ones((2 * erode + 1,) * 2, np.uint8)) if erode > 0 else mask
+    grid = cv2.resize(np.asarray(inner, np.float32), (w, h), interpolation=cv2.INTER_AREA) >= 0.5
+    return Surface(points, valid, P, full_hw, depth_tol).seen_inside(view, grid).cpu().numpy()

@@ -20,15 +20,17 @@ from sam_utils.errors import PromptError
 from sam_utils.prompts import Prompt, load_prompt_file
 from sam_utils.segmenter import Segmenter, check_nonempty
 from sam_utils.segmenters import build_segmenter
+from sam_utils.surface import carried_labels
 from systems.atomic import atomic_write_text
 from systems.config import ConfigError
 from systems.pipeline import Pipeline
-from systems.projection import load_gt_masks, project_views, upsample
+from systems.projection import load_gt_masks, project_views, projection_matrices, upsample
 from systems.stages import INSTANCE, LiftStage, LossWeights, TargetStage
 from systems.target_supervision import occluded_target_masks, target_sdf_fn
 from systems.trainer import Segment
 
 
+PROTECT_ERODE = 0.01         # the prompt mask's interior, carried to every view: eroded by this share of the image diagonal
 PROMPT_AGREEMENT_WARN = 0.8   # warn when the prompt view's lifted mask agrees less than this with the prompt's
 
 
@@ -114,24 +116,42 @@ class NTO3DPipeline(Pipeline):
     def _tick(self, name: str, t0: float) -> None:
         self.timings[name] = self.timings.get(name, 0.0) + time.time() - t0
 
-    def _lifted(self, level: int) -> tuple[np.ndarray, np.ndarray]:
-        """The occupancy head's projection at 1/level (N,H,W), upsampled: cut to the 3D piece through the
-        click (connectivity.py) and, for the record, as rendered."""
+    def _lifted(self, level: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The lifted result at 1/level (N,H,W), upsampled: the occupancy head's projection raised to
+        target where the prompt view shows its mask's interior (`_carried`), cut to the 3D piece through
+        the click (connectivity.py); the head's projection as rendered, for the record; and the carried
+        pixels that stayed (N,H,W) bool."""
         t0 = time.time()
         ds, s = self.dataset, self.n.lifting
         proj, points, valid = project_views(self.model, ds, level, self.s.validate.render_chunk, surface=True)
         n, h, w = valid.shape
         grid = np.stack([cv2.resize(p, (w, h), interpolation=cv2.INTER_AREA) for p in proj])
+        carried = self._carried(points, valid)
+        grid = np.maximum(grid, carried)
         centres = ds.poses[:, :3, 3].double().cpu().numpy()                       # (N,3) camera centres
         depth = np.linalg.norm(points - centres[:, None, None], axis=-1)          # (N,h,w) along each ray
         kept = keep_connected(points, valid, depth, grid, self._seeds(h, w), s.proj_threshold, s.connect_voxel,
                               s.connect_bridge, s.connect_edge)
         drop = (grid >= s.proj_threshold) & (kept < s.proj_threshold)
-        cut = proj.copy()
+        raise_ = carried & (kept >= s.proj_threshold)
+        cut, kept_carried = proj.copy(), np.zeros((n, ds.H, ds.W), bool)
         for v in range(n):
+            kept_carried[v] = upsample(raise_[v], ds.H, ds.W, nearest=True)
+            cut[v][kept_carried[v]] = 1.0
             cut[v][upsample(drop[v], ds.H, ds.W, nearest=True)] = 0.0
         self._tick("projection", t0)
-        return cut, proj
+        return cut, proj, kept_carried
+
+    def _carried(self, points: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """(N,h,w) bool on the surface grid: the pixels whose surface point the prompt view sees inside
+        its mask's interior (eroded by PROTECT_ERODE of the image diagonal: a segmenter's mask spills
+        past the silhouette). The user's intent carried over the reconstructed geometry: surface the
+        prompt view shows as target is target in every view, whatever the occupancy head extrapolates
+        or the other views' segmenter answers vote."""
+        ds, pv = self.dataset, self.store.prompt_view
+        erode = max(1, round(PROTECT_ERODE * float(np.hypot(ds.H, ds.W))))
+        return carried_labels(points, valid, projection_matrices(ds), (ds.H, ds.W), pv, self.store.masks[pv],
+                              erode, self.n.target.depth_tol)
 
     def _seeds(self, h: int, w: int) -> np.ndarray:
         """(K,3) (view, row, col) on an (h,w) grid: the prompt's positive points (a box alone: the
@@ -203,12 +223,16 @@ class NTO3DPipeline(Pipeline):
     def _round(self, iteration: int) -> None:
         s = self.n.lifting
         self.progress.stage(f"projection (round {self.store.rounds_done + 1})")
-        proj, _ = self._lifted(s.render_level)
+        proj, _, carried = self._lifted(s.render_level)
         self.progress.stage(f"segmenter (round {self.store.rounds_done + 1})")
         t0 = time.time()
         report = run_round(self.store, proj, self.images, self.segmenter(), s, self.trust, self.store.prompt_view,
                            seed=iteration, gt_masks=self.gt)
         self._tick("segmenter", t0)
+        # an accepted answer is trained on with the prompt view's carried target added: never voted out
+        fresh = np.flatnonzero(self.store.accepted & (self.store.round_of == report["round"]))
+        self.store.masks[fresh] |= carried[fresh]
+        report["carried_share"] = float(carried.sum() / max(1, (proj >= s.proj_threshold).sum()))
         folder = save_round(self.exp_dir / "masks", self.store, report, self.images, proj, s.proj_threshold)
         self.progress.round(report, folder / "contact_sheet.png", len(self.images))
         msg = (f"[lift] round {report['round']}: {report['n_accepted']}/{len(self.images)} views accepted (the "
@@ -221,7 +245,7 @@ class NTO3DPipeline(Pipeline):
     def _finish_lift(self, iteration: int) -> None:
         s = self.n.lifting
         level = s.final_render_level
-        cut, uncut = self._lifted(level)
+        cut, uncut, _ = self._lifted(level)
         self.final = final_masks(cut, s.proj_threshold)
         uncut_masks = final_masks(uncut, s.proj_threshold)          # before the connectivity cut, for the record
         t0 = time.time()
