@@ -53,6 +53,7 @@ class LiftingSettings:
     connect_voxel: float     # target surface apart from the click's piece by gaps of voxels this many samples wide is not target
     connect_bridge: int      # ... gaps of up to 2 x this many voxels are closed first
     connect_edge: float      # a pixel whose surface point jumps more than this many samples from a neighbour's is on a depth edge
+    unseen: str              # surface no accepted view sees: "unknown" (neither prompted from nor judged on) | "head" (the head's guess)
     per_segmenter: dict[str, SegmenterTrust]
 
 
@@ -123,8 +124,8 @@ def run_round(store: MaskStore, projections: np.ndarray, images: list[np.ndarray
               gt_masks: np.ndarray | None = None, known: np.ndarray | None = None) -> dict:
     """One lifting round over every view but the prompt view. projections (N,H,W) in [0,1].
 
-    known (N,H,W) bool: pixels whose projected label rests on evidence, where the caller's field can
-    tell (the tests' ideal field, tests/ideal_field.py); None (the occupancy head): every pixel.
+    known (N,H,W) bool: pixels whose projected label rests on evidence (surface an accepted view sees);
+    None: every pixel. Prompts come from the known part of the projection.
     An answer is accepted when, on known pixels, it agrees with the projection (IoU >= accept_iou) and
     covers its target (recall >= min_recall: a part is not the whole); where less than
     MIN_KNOWN_FRACTION of it is known, it is judged on every pixel (the projection's prior there).
@@ -138,7 +139,9 @@ def run_round(store: MaskStore, projections: np.ndarray, images: list[np.ndarray
     for v in range(n):
         if v == prompt_view:
             continue
-        p = prompts_from_mask(projections[v], view=v, threshold=settings.proj_threshold,
+        # prompts come from the projection's known part: an extrapolated label is no evidence
+        src = projections[v] if known is None else projections[v] * known[v]
+        p = prompts_from_mask(src, view=v, threshold=settings.proj_threshold,
                               n_positive=settings.n_positive, n_negative=settings.n_negative, rng=seed + v)
         (views.append(v), prompts.append(p)) if p is not None else no_prompt.append(v)
     results = segmenter.predict_views(views, [images[v] for v in views], prompts, cascade=settings.cascade) \

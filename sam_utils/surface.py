@@ -12,6 +12,8 @@ import cv2
 import numpy as np
 import torch
 
+MAX_PAIRS = 1 << 23     # (view, point) pairs projected at once: bounds the memory of one step
+
 
 class Surface:
     """points (N,h,w,3) surface point per pixel, valid (N,h,w) surface hit, P (N,3,4), full_hw (H,W)."""
@@ -56,6 +58,20 @@ class Surface:
         out[self.valid] = (seen & mask[row, col])[0]
         return out
 
+    @torch.no_grad()
+    def seen_by(self, views) -> torch.Tensor:
+        """(N,h,w) bool: the pixels whose surface point some view of `views` sees (depth-tested): surface
+        that views' labels rest on; the rest is unseen by them."""
+        views = [int(v) for v in views]
+        X = self.points[self.valid]
+        hit = torch.zeros(len(X), dtype=torch.bool, device=X.device)
+        step = max(1, MAX_PAIRS // max(len(X), 1))
+        for i in range(0, len(views), step):
+            hit |= self._lookup(X, views[i:i + step])[4].any(0)
+        out = torch.zeros(self.shape, dtype=torch.bool, device=X.device)
+        out[self.valid] = hit
+        return out
+
     def _lookup(self, X: torch.Tensor, views: list[int]):
         """Where X (M,3) lands in each view's grid: row, col (J,M), in the image and in front (J,M), seen (J,M)
         (the view's own surface there at X's depth, within the tolerance relative to that surface's depth)."""
@@ -63,12 +79,11 @@ class Surface:
         return idx, row, col, inside, on & ((own - z).abs() <= self.tol * own.abs())
 
 
-def carried_labels(points, valid, P, full_hw: tuple[int, int], view: int, mask: np.ndarray, erode: int,
-                   depth_tol: float) -> np.ndarray:
+def carried_labels(surface: Surface, view: int, mask: np.ndarray, erode: int) -> np.ndarray:
     """(N,h,w) bool: the grid pixels of every view whose surface point `view` sees inside the interior of
     `mask` (H,W) bool (full resolution, eroded by `erode` pixels: a segmenter's mask spills past the
     silhouette, onto the surface behind). One view's label carried over the reconstructed geometry."""
-    n, h, w = np.shape(valid)
+    n, h, w = surface.shape
     inner = cv2.erode(np.asarray(mask, np.uint8), np.ones((2 * erode + 1,) * 2, np.uint8)) if erode > 0 else mask
     grid = cv2.resize(np.asarray(inner, np.float32), (w, h), interpolation=cv2.INTER_AREA) >= 0.5
-    return Surface(points, valid, P, full_hw, depth_tol).seen_inside(view, grid).cpu().numpy()
+    return surface.seen_inside(view, grid).cpu().numpy()

@@ -16,9 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from sam_utils.surface import Surface
-
-MAX_PAIRS = 1 << 23     # (view, point) pairs projected at once: bounds the memory of one step
+from sam_utils.surface import MAX_PAIRS, Surface
 
 
 def dilate(masks: torch.Tensor, radius: int) -> torch.Tensor:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -20,7 +21,7 @@ from sam_utils.errors import PromptError
 from sam_utils.prompts import Prompt, load_prompt_file
 from sam_utils.segmenter import Segmenter, check_nonempty
 from sam_utils.segmenters import build_segmenter
-from sam_utils.surface import carried_labels
+from sam_utils.surface import Surface, carried_labels
 from systems.atomic import atomic_write_text
 from systems.config import ConfigError
 from systems.pipeline import Pipeline
@@ -30,8 +31,18 @@ from systems.target_supervision import occluded_target_masks, target_sdf_fn
 from systems.trainer import Segment
 
 
+UNSEEN = ("unknown", "head")
 PROTECT_ERODE = 0.01         # the prompt mask's interior, carried to every view: eroded by this share of the image diagonal
 PROMPT_AGREEMENT_WARN = 0.8   # warn when the prompt view's lifted mask agrees less than this with the prompt's
+
+
+class Lifted(NamedTuple):
+    """One rendering of the lifted result, all (N,H,W): see NTO3DPipeline._lifted."""
+
+    cut: np.ndarray              # float32 target probability, carried and cut
+    head: np.ndarray             # float32 the occupancy head's projection as rendered
+    carried: np.ndarray          # bool the prompt view's carried target that the cut kept
+    known: np.ndarray | None     # bool surface an accepted view sees (None: lifting.unseen = head)
 
 
 class NTO3DPipeline(Pipeline):
@@ -46,6 +57,8 @@ class NTO3DPipeline(Pipeline):
             raise ConfigError(f"nto3d.segmenter = {n.segmenter!r} but nto3d.lifting.per_segmenter has no "
                               f"'{n.segmenter}' entry: add its accept_iou and negative_weight")
         self.trust = n.lifting.per_segmenter[n.segmenter]
+        if n.lifting.unseen not in UNSEEN:
+            raise ConfigError(f"conf key 'nto3d.lifting.unseen' must be one of {UNSEEN}, got {n.lifting.unseen!r}")
         self.prompt_override, self.sam_checkpoint = prompt, sam_checkpoint or n.sam.checkpoint
         ds = self.dataset
         self.store = MaskStore(ds.n_images, ds.H, ds.W)
@@ -116,17 +129,18 @@ class NTO3DPipeline(Pipeline):
     def _tick(self, name: str, t0: float) -> None:
         self.timings[name] = self.timings.get(name, 0.0) + time.time() - t0
 
-    def _lifted(self, level: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The lifted result at 1/level (N,H,W), upsampled: the occupancy head's projection raised to
+    def _lifted(self, level: int) -> Lifted:
+        """The lifted result at 1/level, upsampled (Lifted): the occupancy head's projection raised to
         target where the prompt view shows its mask's interior (`_carried`), cut to the 3D piece through
-        the click (connectivity.py); the head's projection as rendered, for the record; and the carried
-        pixels that stayed (N,H,W) bool."""
+        the click (connectivity.py); the head's projection as rendered; the carried pixels that stayed;
+        the pixels whose surface an accepted view sees (or that show none)."""
         t0 = time.time()
         ds, s = self.dataset, self.n.lifting
         proj, points, valid = project_views(self.model, ds, level, self.s.validate.render_chunk, surface=True)
         n, h, w = valid.shape
+        surf = Surface(points, valid, projection_matrices(ds), (ds.H, ds.W), self.n.target.depth_tol)
         grid = np.stack([cv2.resize(p, (w, h), interpolation=cv2.INTER_AREA) for p in proj])
-        carried = self._carried(points, valid)
+        carried = self._carried(surf)
         grid = np.maximum(grid, carried)
         centres = ds.poses[:, :3, 3].double().cpu().numpy()                       # (N,3) camera centres
         depth = np.linalg.norm(points - centres[:, None, None], axis=-1)          # (N,h,w) along each ray
@@ -134,15 +148,17 @@ class NTO3DPipeline(Pipeline):
                               s.connect_bridge, s.connect_edge)
         drop = (grid >= s.proj_threshold) & (kept < s.proj_threshold)
         raise_ = carried & (kept >= s.proj_threshold)
-        cut, kept_carried = proj.copy(), np.zeros((n, ds.H, ds.W), bool)
-        for v in range(n):
-            kept_carried[v] = upsample(raise_[v], ds.H, ds.W, nearest=True)
-            cut[v][kept_carried[v]] = 1.0
-            cut[v][upsample(drop[v], ds.H, ds.W, nearest=True)] = 0.0
+        known = None
+        if s.unseen == "unknown":
+            known = surf.seen_by(np.flatnonzero(self.store.accepted)).cpu().numpy() | ~valid
+        full = lambda g: np.stack([upsample(x, ds.H, ds.W, nearest=True) for x in g])   # noqa: E731
+        cut, kept_carried = proj.copy(), full(raise_)
+        cut[kept_carried] = 1.0
+        cut[full(drop)] = 0.0
         self._tick("projection", t0)
-        return cut, proj, kept_carried
+        return Lifted(cut, proj, kept_carried, None if known is None else full(known))
 
-    def _carried(self, points: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    def _carried(self, surf: Surface) -> np.ndarray:
         """(N,h,w) bool on the surface grid: the pixels whose surface point the prompt view sees inside
         its mask's interior (eroded by PROTECT_ERODE of the image diagonal: a segmenter's mask spills
         past the silhouette). The user's intent carried over the reconstructed geometry: surface the
@@ -150,8 +166,7 @@ class NTO3DPipeline(Pipeline):
         or the other views' segmenter answers vote."""
         ds, pv = self.dataset, self.store.prompt_view
         erode = max(1, round(PROTECT_ERODE * float(np.hypot(ds.H, ds.W))))
-        return carried_labels(points, valid, projection_matrices(ds), (ds.H, ds.W), pv, self.store.masks[pv],
-                              erode, self.n.target.depth_tol)
+        return carried_labels(surf, pv, self.store.masks[pv], erode)
 
     def _seeds(self, h: int, w: int) -> np.ndarray:
         """(K,3) (view, row, col) on an (h,w) grid: the prompt's positive points (a box alone: the
@@ -223,11 +238,12 @@ class NTO3DPipeline(Pipeline):
     def _round(self, iteration: int) -> None:
         s = self.n.lifting
         self.progress.stage(f"projection (round {self.store.rounds_done + 1})")
-        proj, _, carried = self._lifted(s.render_level)
+        lifted = self._lifted(s.render_level)
+        proj, carried = lifted.cut, lifted.carried
         self.progress.stage(f"segmenter (round {self.store.rounds_done + 1})")
         t0 = time.time()
         report = run_round(self.store, proj, self.images, self.segmenter(), s, self.trust, self.store.prompt_view,
-                           seed=iteration, gt_masks=self.gt)
+                           seed=iteration, gt_masks=self.gt, known=lifted.known)
         self._tick("segmenter", t0)
         # an accepted answer is trained on with the prompt view's carried target added: never voted out
         fresh = np.flatnonzero(self.store.accepted & (self.store.round_of == report["round"]))
@@ -245,7 +261,8 @@ class NTO3DPipeline(Pipeline):
     def _finish_lift(self, iteration: int) -> None:
         s = self.n.lifting
         level = s.final_render_level
-        cut, uncut, _ = self._lifted(level)
+        lifted = self._lifted(level)
+        cut, uncut = lifted.cut, lifted.head
         self.final = final_masks(cut, s.proj_threshold)
         uncut_masks = final_masks(uncut, s.proj_threshold)          # before the connectivity cut, for the record
         t0 = time.time()

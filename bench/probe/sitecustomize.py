@@ -3,7 +3,15 @@ call of the pipeline's connectivity cut saves its inputs and outputs (bit-packed
 DIR/cut_NN.npz: the labelled surface, the carried prompt labels, the far side, what the cut kept."""
 import os
 
-if os.environ.get("LIFT_PROBE"):
+def _importable() -> bool:
+    try:
+        import systems.nto3d  # noqa: F401  (absent: pip, or a process outside the repository)
+        return True
+    except ImportError:
+        return False
+
+
+if os.environ.get("LIFT_PROBE") and _importable():
     import itertools
     from pathlib import Path
 
