@@ -15,6 +15,19 @@ from systems.stages import INSTANCE
 SURFACE_OPACITY = 0.5   # a rendered pixel shows surface when its opacity reaches this
 
 
+def _render_view(model, ds: DTUDataset, view: int, level: int, chunk: int, keys: tuple[str, ...]):
+    """One view's rays at 1/level rendered by render_heads (the occupancy head too): rays_o, rays_d
+    (h*w,3), the rendered keys (h*w,C) on the CPU, and (h, w)."""
+    rays = ds.rays_at(view, level)
+    h, w = rays["rays_o"].shape[:2]
+    o, d = rays["rays_o"].reshape(-1, 3), rays["rays_d"].reshape(-1, 3)
+
+    def fn(o, d, near, far):
+        return model.renderer.render_heads(o, d, near, far, (INSTANCE,) if INSTANCE in keys else ())
+
+    return o, d, render_chunked(fn, o, d, chunk, keys), (h, w)
+
+
 @torch.no_grad()
 def project_views(model, dataset: DTUDataset, resolution_level: int, chunk: int, surface: bool = False):
     """(N,H,W) float32 target probability per view: rendered at 1/level, upsampled to the full size.
@@ -27,23 +40,24 @@ def project_views(model, dataset: DTUDataset, resolution_level: int, chunk: int,
     points, valid = [], []
     keys = (INSTANCE, "depth", "opacity") if surface else (INSTANCE,)
     model.eval()
-
-    def fn(o, d, near, far):
-        return model.renderer.render_heads(o, d, near, far, (INSTANCE,))
-
     for v in range(ds.n_images):
-        rays = ds.rays_at(v, resolution_level)
-        h, w = rays["rays_o"].shape[:2]
-        o, d = rays["rays_o"].reshape(-1, 3), rays["rays_d"].reshape(-1, 3)
-        r = render_chunked(fn, o, d, chunk, keys)
-        prob = r[INSTANCE].reshape(h, w).numpy()
-        out[v] = upsample(prob, ds.H, ds.W)
+        o, d, r, (h, w) = _render_view(model, ds, v, resolution_level, chunk, keys)
+        out[v] = upsample(r[INSTANCE].reshape(h, w).numpy(), ds.H, ds.W)
         if surface:
             pts = o.double().cpu() + d.double().cpu() * r["depth"].double()
             points.append(pts.reshape(h, w, 3).numpy())
             valid.append((r["opacity"] >= SURFACE_OPACITY).reshape(h, w).numpy())
     model.train()
     return (out, np.stack(points), np.stack(valid)) if surface else out
+
+
+@torch.no_grad()
+def view_depth(model, dataset: DTUDataset, view: int, level: int, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+    """One view's rendered surface at 1/level: depth along each ray (h,w) float32 and valid (h,w) bool."""
+    model.eval()
+    _, _, r, (h, w) = _render_view(model, dataset, view, level, chunk, ("depth", "opacity"))
+    model.train()
+    return r["depth"].reshape(h, w).numpy(), (r["opacity"] >= SURFACE_OPACITY).reshape(h, w).numpy()
 
 
 def upsample(grid: np.ndarray, height: int, width: int, nearest: bool = False) -> np.ndarray:

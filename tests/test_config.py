@@ -59,7 +59,8 @@ TYPOS = [("train.batch_ray = 10", "train.batch_ray"),                 # unknown 
          ("nto3d.lifting.per_segmenter.grabcut.accept_iuo = 0.5", "per_segmenter.grabcut.accept_iuo"),
          ("features.rnak = 3", "features.rnak")]
 NONSENSE = [("train.batch_rays = 0", "train.batch_rays"), ("train.max_iters = -5", "train.max_iters"),
-            ("train.lr_grid = 1e30", "train.lr_grid"), ("nto3d.round_iters = -1", "nto3d.round_iters")]
+            ("train.lr_grid = 1e30", "train.lr_grid"), ("nto3d.round_iters = -1", "nto3d.round_iters"),
+            ("nto3d.lifting.unseen = ignored", "nto3d.lifting.unseen")]
 
 
 @pytest.mark.parametrize("line, key", TYPOS + NONSENSE)

@@ -1,5 +1,9 @@
 #!/usr/bin/env bash
 # One device call of the lifting suite (bench/gpu_suite.sh, its arguments) with every run's connectivity cut
-# recorded under $OUT/probe/<pid>/ (bench/probe/sitecustomize.py).
-export LIFT_PROBE=$OUT/probe PYTHONPATH=$PWD/bench/probe:$PWD
+# recorded (bench/probe/sitecustomize.py), packed into $OUT/probe.tgz (one file: the device brings back
+# only so many).
+export LIFT_PROBE=/tmp/probe PYTHONPATH=$PWD/bench/probe:$PWD
 bash bench/gpu_suite.sh "$@"
+RC=$?
+tar czf "$OUT/probe.tgz" -C /tmp probe
+exit $RC
