@@ -7,7 +7,8 @@ import time
 
 COLUMNS = ("scene", "seeds ok", "lifted mean IoU: median / worst seed", "worst view (seed, view)", "rounds",
            "s per run: median / max", "segmenter alone (gt prompts): mean / worst view",
-           "click propagation mean IoU: median / worst seed (worst view)", "lifting beats propagation (seeds)")
+           "click propagation mean IoU: median / worst seed (worst view)", "lifting beats propagation (seeds)",
+           "target Chamfer mm: mean / worst seed (accuracy / completeness)")
 
 
 def _per_seed(runs: dict, get) -> dict:
@@ -46,6 +47,18 @@ def _prop(r: dict, key: str):
     return (r.get("propagation") or {}).get(key)
 
 
+def _chamfer(runs: dict) -> dict | None:
+    """The target mesh's Chamfer over the seeds (runs with a target stage): mean, the worst (highest)
+    seed with its accuracy and completeness (mm, the DTU-rule metric of evaluation/metrics.py)."""
+    ch = _per_seed(runs, lambda r: (r.get("chamfer") or {}).get("overall"))
+    if not ch:
+        return None
+    worst = max(ch, key=lambda k: (ch[k], k))
+    c = runs[worst]["chamfer"]
+    return {"mean": statistics.fmean(ch.values()), "worst": ch[worst], "worst_seed": worst,
+            "accuracy": c.get("accuracy"), "completeness": c.get("completeness"), "per_seed": ch}
+
+
 def summarize_scene(runs: dict) -> dict:
     """runs: {network seed: bench/run.py's result dict, or None when the run failed} -> the scene's figures."""
     lifted = _spread(_per_seed(runs, lambda r: r.get("iou_mean")))
@@ -68,6 +81,7 @@ def summarize_scene(runs: dict) -> dict:
         if alone else None,
         "propagation": None if prop is None else {**prop, "worst_view": min(prop_worst.values()) if prop_worst else None},
         "beats_propagation": {"seeds": len(won), "of": len(beats)},
+        "chamfer": _chamfer(runs),
     }
 
 
@@ -88,6 +102,9 @@ def table_row(scene: str, s: dict) -> str:
         "-" if prop is None else f"{_f(prop['median'])} / {_f(prop['worst'])} (s{prop['worst_seed']}) "
                                  f"({_f(prop['worst_view'])})",
         f"{s['beats_propagation']['seeds']}/{s['beats_propagation']['of']}",
+        "-" if not s.get("chamfer") else f"{_f(s['chamfer']['mean'])} / **{_f(s['chamfer']['worst'])}** "
+                                         f"(s{s['chamfer']['worst_seed']}: {_f(s['chamfer']['accuracy'])} / "
+                                         f"{_f(s['chamfer']['completeness'])})",
     ]
     return "| " + " | ".join(cells) + " |"
 

@@ -125,7 +125,7 @@ def run_round(store: MaskStore, projections: np.ndarray, images: list[np.ndarray
     """One lifting round over every view but the prompt view. projections (N,H,W) in [0,1].
 
     known (N,H,W) bool: pixels whose projected label rests on evidence (surface an accepted view sees);
-    None: every pixel. Prompts come from the known part of the projection.
+    None: every pixel. Prompt points come from the known part of the projection, the box from all of it.
     An answer is accepted when, on known pixels, it agrees with the projection (IoU >= accept_iou) and
     covers its target (recall >= min_recall: a part is not the whole); where less than
     MIN_KNOWN_FRACTION of it is known, it is judged on every pixel (the projection's prior there).
@@ -139,10 +139,10 @@ def run_round(store: MaskStore, projections: np.ndarray, images: list[np.ndarray
     for v in range(n):
         if v == prompt_view:
             continue
-        # prompts come from the projection's known part: an extrapolated label is no evidence
-        src = projections[v] if known is None else projections[v] * known[v]
-        p = prompts_from_mask(src, view=v, threshold=settings.proj_threshold,
-                              n_positive=settings.n_positive, n_negative=settings.n_negative, rng=seed + v)
+        # prompt points only where the projection rests on evidence; the box from all of it
+        p = prompts_from_mask(projections[v], view=v, threshold=settings.proj_threshold,
+                              n_positive=settings.n_positive, n_negative=settings.n_negative, rng=seed + v,
+                              known=None if known is None else known[v])
         (views.append(v), prompts.append(p)) if p is not None else no_prompt.append(v)
     results = segmenter.predict_views(views, [images[v] for v in views], prompts, cascade=settings.cascade) \
         if views else []

@@ -233,7 +233,7 @@ def prompts_from_mask(prob: np.ndarray, view: int, threshold: float = 0.5, n_pos
                       ring_px: float | None = None, rng=None, *,
                       min_area_px: int = MIN_AREA_PX, interior_frac: float = INTERIOR_FRAC,
                       negative_max_prob: float = NEGATIVE_MAX_PROB,
-                      box_margin_frac: float = BOX_MARGIN_FRAC) -> Prompt | None:
+                      box_margin_frac: float = BOX_MARGIN_FRAC, known: np.ndarray | None = None) -> Prompt | None:
     """Prompt from a soft mask (H,W) in [0,1], e.g. the rendered occupancy of the target in a view.
 
     Positives: farthest-point spread over confident interior pixels (distance to the mask border
@@ -242,7 +242,11 @@ def prompts_from_mask(prob: np.ndarray, view: int, threshold: float = 0.5, n_pos
     shapes. Negatives: farthest-point spread over pixels with prob < negative_max_prob lying
     between a small gap and ring_px (default RING_FRAC * sqrt(area), >= RING_MIN_PX) from the mask.
     Box: the mask's bounding box grown by box_margin_frac, clipped to the image.
-    Returns None when fewer than min_area_px pixels pass the threshold. Deterministic given rng.
+    known (H,W) bool: where the map rests on evidence; points only there (positives inside the known
+    part of the mask, negatives on known background), the box from the whole map (a guess may widen
+    where the segmenter looks, never say what is what). Returns None when fewer than min_area_px
+    pixels (of the known part, with known) pass the threshold.
+    Deterministic given rng.
     """
     prob = np.asarray(prob, dtype=np.float32)
     if prob.ndim != 2:
@@ -255,9 +259,11 @@ def prompts_from_mask(prob: np.ndarray, view: int, threshold: float = 0.5, n_pos
     mask = _drop_small_components(mask, MIN_COMPONENT_FRAC)
     area = float(mask.sum())
 
-    # positives: distance to the nearest non-mask pixel, with the image edge as non-mask
-    padded = np.pad(mask, 1).astype(np.uint8)
-    dist_in = cv2.distanceTransform(padded, cv2.DIST_L2, 5)[1:-1, 1:-1]  # (H, W)
+    # positives: distance to the nearest non-mask pixel (of the known part), with the image edge as non-mask
+    inner = mask if known is None else mask & known
+    if inner.sum() < min_area_px:
+        return None
+    dist_in = cv2.distanceTransform(np.pad(inner, 1).astype(np.uint8), cv2.DIST_L2, 5)[1:-1, 1:-1]  # (H, W)
     deepest = float(dist_in.max())
     margin = min(max(interior_margin_px, interior_frac * deepest), deepest)
     cand = _subsample(np.flatnonzero(dist_in >= margin), rng, MAX_CANDIDATES)
@@ -269,6 +275,8 @@ def prompts_from_mask(prob: np.ndarray, view: int, threshold: float = 0.5, n_pos
     ring = ring_px if ring_px is not None else max(RING_MIN_PX, RING_FRAC * np.sqrt(area))
     gap = min(max(RING_MIN_GAP_PX, RING_GAP_FRAC * np.sqrt(area)), 0.5 * ring)
     ring_mask = (~mask) & (dist_out >= gap) & (dist_out <= ring) & (prob < negative_max_prob)
+    if known is not None:
+        ring_mask &= known
     neg = np.zeros((0, 2))
     cand = _subsample(np.flatnonzero(ring_mask), rng, MAX_CANDIDATES)
     if n_negative > 0 and len(cand):

@@ -95,6 +95,16 @@ def test_summary_of_failed_and_losing_seeds():
     assert s["lifted"]["worst_seed"] == 3 and s["worst_view"] == {"iou": 0.19, "seed": 3, "view": 0}
     assert s["beats_propagation"] == {"seeds": 1, "of": 3}
     assert s["propagation"]["worst_view"] == pytest.approx(0.10)
+    assert s["chamfer"] is None                                           # lifting only: no target mesh
+
+
+def test_the_target_chamfer_is_the_mean_and_the_worst_seed_with_its_terms():
+    runs = {k: {"iou_mean": 0.9, "iou_worst": 0.8, "chamfer": {"overall": o, "accuracy": a, "completeness": c}}
+            for k, (o, a, c) in enumerate([(0.5, 0.4, 0.6), (0.9, 1.2, 0.6), (0.4, 0.3, 0.5)])}
+    runs[3] = None
+    s = summarize_scene(runs)["chamfer"]
+    assert s["mean"] == pytest.approx(0.6) and s["worst"] == 0.9 and s["worst_seed"] == 1
+    assert (s["accuracy"], s["completeness"]) == (1.2, 0.6)
 
 
 def test_jobs_wait_for_their_scene_and_stop_at_the_deadline(tmp_path):

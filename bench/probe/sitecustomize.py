@@ -37,7 +37,7 @@ if os.environ.get("LIFT_PROBE") and _importable():
         np.savez_compressed(_out / f"cut_{next(_count):02d}.npz", shape=np.array(valid.shape), seeds=seeds,
                             valid=pack(valid), sel=pack(valid & (prob >= threshold)), far=pack(far),
                             kept=pack(valid & (kept >= threshold)), carried=pack(_last.get("carried", valid & False)),
-                            depth0=depth[0].astype(np.float32), prob0=prob[0].astype(np.float16))
+                            depth0=depth[0].astype(np.float32))
         return kept
 
     nto3d.keep_connected, nto3d.carried_labels = keep_connected, carried_labels
