@@ -178,5 +178,6 @@ def build_app(scene: SceneData, runs: RunManager, initial_view: int = 0) -> gr.B
         set_box.click(on_set_box, [state, box_text], view_outputs)
         start.click(on_start, [state], [start_msg])
         timer = gr.Timer(POLL_S)
-        timer.tick(on_tick, [shown], [status, error, loss, sheet, model, files, start_msg, shown])
+        # a poll is no user action: no loading overlay (its timer text would cover the status)
+        timer.tick(on_tick, [shown], [status, error, loss, sheet, model, files, start_msg, shown], show_progress="hidden")
     return demo
