@@ -1,6 +1,7 @@
 """Mask helpers shared by the segmenters, the lifting and the evaluation: IoU, boxes, packing, pixels."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 
@@ -47,3 +48,11 @@ def pixel_indices(xy: np.ndarray, height: int, width: int) -> tuple[np.ndarray, 
     cols = np.clip(np.round(xy[:, 0]).astype(np.int64), 0, width - 1)
     rows = np.clip(np.round(xy[:, 1]).astype(np.int64), 0, height - 1)
     return cols, rows
+
+
+def downsample_masks(masks: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(N,H,W) bool -> (N,height,width) bool: a cell is set when at least half of it is."""
+    if masks.shape[1:] == (height, width):
+        return masks
+    return np.stack([cv2.resize(m.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA) >= 0.5
+                     for m in masks])

@@ -12,6 +12,8 @@ import cv2
 import numpy as np
 import torch
 
+from .masks import downsample_masks
+
 MAX_PAIRS = 1 << 23     # (view, point) pairs projected at once: bounds the memory of one step
 
 
@@ -84,6 +86,5 @@ def carried_labels(surface: Surface, view: int, mask: np.ndarray, erode: int) ->
     `mask` (H,W) bool (full resolution, eroded by `erode` pixels: a segmenter's mask spills past the
     silhouette, onto the surface behind). One view's label carried over the reconstructed geometry."""
     n, h, w = surface.shape
-    inner = cv2.erode(np.asarray(mask, np.uint8), np.ones((2 * erode + 1,) * 2, np.uint8)) if erode > 0 else mask
-    grid = cv2.resize(np.asarray(inner, np.float32), (w, h), interpolation=cv2.INTER_AREA) >= 0.5
-    return surface.seen_inside(view, grid).cpu().numpy()
+    inner = cv2.erode(np.asarray(mask, np.uint8), np.ones((2 * erode + 1,) * 2, np.uint8)) > 0 if erode > 0 else mask
+    return surface.seen_inside(view, downsample_masks(np.asarray(inner, bool)[None], h, w)[0]).cpu().numpy()

@@ -16,7 +16,7 @@ import numpy as np
 
 from sam_utils.connectivity import keep_connected
 from sam_utils.lifting import MaskStore, final_masks, run_round, save_round
-from sam_utils.masks import mask_iou, pack_masks, unpack_masks
+from sam_utils.masks import downsample_masks, mask_iou, pack_masks, unpack_masks
 from sam_utils.errors import PromptError
 from sam_utils.prompts import Prompt, load_prompt_file
 from sam_utils.segmenter import Segmenter, check_nonempty
@@ -25,8 +25,7 @@ from sam_utils.surface import Surface, carried_labels
 from systems.atomic import atomic_write_text
 from systems.config import ConfigError
 from systems.pipeline import Pipeline
-from systems.projection import (downsample_masks, load_gt_masks, project_views, projection_matrices, upsample,
-                                view_depth)
+from systems.projection import load_gt_masks, project_views, projection_matrices, upsample, view_depth
 from systems.stages import INSTANCE, LiftStage, LossWeights, TargetStage
 from systems.target_supervision import occluded_target_masks, target_sdf_fn
 from systems.trainer import Segment

@@ -69,14 +69,6 @@ def upsample(grid: np.ndarray, height: int, width: int, nearest: bool = False) -
                       interpolation=interp).astype(grid.dtype)
 
 
-def downsample_masks(masks: np.ndarray, height: int, width: int) -> np.ndarray:
-    """(N,H,W) bool -> (N,height,width) bool: a cell is set when at least half of it is."""
-    if masks.shape[1:] == (height, width):
-        return masks
-    return np.stack([cv2.resize(m.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA) >= 0.5
-                     for m in masks])
-
-
 def projection_matrices(ds: DTUDataset) -> np.ndarray:
     """(N,3,4) unit coordinates -> the dataset's pixels: K [R | t] from intrinsics and poses."""
     K = ds.intrinsics[:, :3, :3].double().cpu().numpy()

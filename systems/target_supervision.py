@@ -15,8 +15,9 @@ import numpy as np
 import torch
 
 from datasets.dtu import DTUDataset
+from sam_utils.masks import downsample_masks
 from sam_utils.target_geometry import OcclusionTest, VisualHull
-from systems.projection import downsample_masks, project_views, projection_matrices, upsample
+from systems.projection import project_views, projection_matrices, upsample
 from systems.settings import TargetSettings
 from systems.stages import INSTANCE
 
