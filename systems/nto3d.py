@@ -31,7 +31,6 @@ from systems.target_supervision import occluded_target_masks, target_sdf_fn
 from systems.trainer import Segment
 
 
-UNSEEN = ("unknown", "head")
 PROTECT_ERODE = 0.01         # the prompt mask's interior, carried to every view: eroded by this share of the image diagonal
 PROMPT_AGREEMENT_WARN = 0.8   # warn when the prompt view's lifted mask agrees less than this with the prompt's
 
@@ -42,7 +41,7 @@ class Lifted(NamedTuple):
     cut: np.ndarray              # float32 target probability, carried and cut
     head: np.ndarray             # float32 the occupancy head's projection as rendered
     carried: np.ndarray          # bool the prompt view's carried target that the cut kept
-    known: np.ndarray | None     # bool surface an accepted view sees (None: lifting.unseen = head)
+    known: np.ndarray | None     # bool surface an accepted view sees (None: not judged, or lifting.unseen = head)
 
 
 class NTO3DPipeline(Pipeline):
@@ -57,8 +56,6 @@ class NTO3DPipeline(Pipeline):
             raise ConfigError(f"nto3d.segmenter = {n.segmenter!r} but nto3d.lifting.per_segmenter has no "
                               f"'{n.segmenter}' entry: add its accept_iou and negative_weight")
         self.trust = n.lifting.per_segmenter[n.segmenter]
-        if n.lifting.unseen not in UNSEEN:
-            raise ConfigError(f"conf key 'nto3d.lifting.unseen' must be one of {UNSEEN}, got {n.lifting.unseen!r}")
         self.prompt_override, self.sam_checkpoint = prompt, sam_checkpoint or n.sam.checkpoint
         ds = self.dataset
         self.store = MaskStore(ds.n_images, ds.H, ds.W)
@@ -133,11 +130,12 @@ class NTO3DPipeline(Pipeline):
     def _tick(self, name: str, t0: float) -> None:
         self.timings[name] = self.timings.get(name, 0.0) + time.time() - t0
 
-    def _lifted(self, level: int) -> Lifted:
+    def _lifted(self, level: int, judged: bool = False) -> Lifted:
         """The lifted result at 1/level, upsampled (Lifted): the occupancy head's projection raised to
         target where the prompt view shows its mask's interior (`_carried`), cut to the 3D piece through
         the click (connectivity.py); the head's projection as rendered; the carried pixels that stayed;
-        the pixels whose surface an accepted view sees (or that show none)."""
+        judged (a round's projections, whose answers are judged): the pixels whose surface an accepted
+        view sees (or that show none)."""
         t0 = time.time()
         ds, s = self.dataset, self.n.lifting
         proj, points, valid = project_views(self.model, ds, level, self.s.validate.render_chunk, surface=True)
@@ -153,7 +151,7 @@ class NTO3DPipeline(Pipeline):
         drop = (grid >= s.proj_threshold) & (kept < s.proj_threshold)
         raise_ = carried & (kept >= s.proj_threshold)
         known = None
-        if s.unseen == "unknown":
+        if judged and s.unseen == "unknown":
             known = surf.seen_by(np.flatnonzero(self.store.accepted)).cpu().numpy() | ~valid
         full = lambda g: np.stack([upsample(x, ds.H, ds.W, nearest=True) for x in g])   # noqa: E731
         cut, kept_carried = proj.copy(), full(raise_)
@@ -268,7 +266,7 @@ class NTO3DPipeline(Pipeline):
     def _round(self, iteration: int) -> None:
         s = self.n.lifting
         self.progress.stage(f"projection (round {self.store.rounds_done + 1})")
-        lifted = self._lifted(s.render_level)
+        lifted = self._lifted(s.render_level, judged=True)
         proj, carried = lifted.cut, lifted.carried
         self.progress.stage(f"segmenter (round {self.store.rounds_done + 1})")
         t0 = time.time()

@@ -147,6 +147,7 @@ class GrabCutSettings:
 
 
 MESH_CUTS = ("hull", "occupancy")
+UNSEEN = ("unknown", "head")   # nto3d.lifting.unseen
 
 
 @dataclass
@@ -245,6 +246,9 @@ def check_values(s: Settings, source: str) -> None:
                     "nto3d.round_iters": s.nto3d.round_iters, "nto3d.target.iters": s.nto3d.target.iters,
                     "nto3d.lifting.max_rounds": s.nto3d.lifting.max_rounds,
                     "nto3d.warmup_settle": s.nto3d.warmup_settle, "nto3d.warmup_max_iters": s.nto3d.warmup_max_iters}
+    if s.nto3d.lifting.unseen not in UNSEEN:
+        raise ConfigError(f"conf key 'nto3d.lifting.unseen' in {source} must be one of {UNSEEN}, "
+                          f"got {s.nto3d.lifting.unseen!r}")
     for key, v in positive.items():
         if v <= 0:
             raise ConfigError(f"conf key '{key}' in {source} must be > 0, got {v}")
