@@ -16,7 +16,7 @@ import numpy as np
 
 from sam_utils.connectivity import keep_connected
 from sam_utils.lifting import MaskStore, final_masks, run_round, save_round
-from sam_utils.masks import downsample_masks, mask_iou, pack_masks, unpack_masks
+from sam_utils.masks import mask_iou, pack_masks, unpack_masks
 from sam_utils.errors import PromptError
 from sam_utils.prompts import Prompt, load_prompt_file
 from sam_utils.segmenter import Segmenter, check_nonempty
@@ -25,7 +25,7 @@ from sam_utils.surface import Surface, carried_labels
 from systems.atomic import atomic_write_text
 from systems.config import ConfigError
 from systems.pipeline import Pipeline
-from systems.projection import load_gt_masks, project_views, projection_matrices, upsample, view_depth
+from systems.projection import load_gt_masks, project_views, projection_matrices, upsample
 from systems.stages import INSTANCE, LiftStage, LossWeights, TargetStage
 from systems.target_supervision import occluded_target_masks, target_sdf_fn
 from systems.trainer import Segment
@@ -62,8 +62,6 @@ class NTO3DPipeline(Pipeline):
         self.final: np.ndarray | None = None
         self.unknown: np.ndarray | None = None       # occluded-target pixels (N,H,W), unknown to the target stage
         self.phase, self.phase_start = "init", 0
-        self.warmup_len = n.warmup_iters              # grows while the scene's geometry is unsettled (_settled)
-        self._settle_depth: np.ndarray | None = None  # the prompt view's depth at the last check
         self.timings: dict[str, float] = {}
         self._segmenter: Segmenter | None = None
         self._trained_since: float | None = None     # wall time the current segment's training began
@@ -72,14 +70,13 @@ class NTO3DPipeline(Pipeline):
 
     # ------------------------------------------------------------ state
     def state_dict(self) -> dict:
-        return {"phase": self.phase, "phase_start": self.phase_start, "warmup_len": self.warmup_len,
+        return {"phase": self.phase, "phase_start": self.phase_start,
                 "store": self.store.state_dict(),
                 "final": None if self.final is None else pack_masks(self.final), "timings": self.timings,
                 "unknown": None if self.unknown is None else pack_masks(self.unknown)}
 
     def load_state_dict(self, state: dict) -> None:
         self.phase, self.phase_start = state["phase"], state["phase_start"]
-        self.warmup_len = int(state.get("warmup_len", self.n.warmup_iters))
         self.store.load_state_dict(state["store"])
         self.timings = dict(state["timings"])
         self.final = None if state["final"] is None else unpack_masks(state["final"])
@@ -196,7 +193,7 @@ class NTO3DPipeline(Pipeline):
 
     def _lift_segment(self) -> Segment:
         n, done = self.n, self.store.rounds_done
-        until = self.phase_start + self.warmup_len + done * n.round_iters
+        until = self.phase_start + n.warmup_iters + done * n.round_iters
         nominal = n.warmup_iters + n.lifting.max_rounds * n.round_iters
         return Segment(f"lift (round {done})", until, self.phase_start, nominal)
 
@@ -211,9 +208,6 @@ class NTO3DPipeline(Pipeline):
             if iteration < seg.until:
                 return seg
             done = self.store.rounds_done
-            if done == 0 and not self._settled():
-                self.warmup_len += self._settle_step()
-                return self._lift_segment()
             if done == 0 or not (self.store.converged or done >= self.n.lifting.max_rounds):
                 self._round(iteration)
                 return self._lift_segment()
@@ -224,29 +218,6 @@ class NTO3DPipeline(Pipeline):
                 return seg
             self.phase = "done"
         return None
-
-    def _settle_step(self) -> int:
-        return max(1, self.n.round_iters // 2)
-
-    def _settled(self) -> bool:
-        """Whether the scene's geometry is ready for the first round: the prompt view's rendered depth on
-        its mask moved less than nto3d.warmup_settle (median, relative) since the last check (the cut, the
-        carried prompt and what is seen all come from that geometry; early on it is far off). True once
-        warmup_max_iters would be passed, or with warmup_settle = 0."""
-        n, pv = self.n, self.store.prompt_view
-        if n.warmup_settle <= 0 or self.warmup_len + self._settle_step() > n.warmup_max_iters:
-            return True
-        t0 = time.time()
-        depth, valid = view_depth(self.model, self.dataset, pv, n.lifting.render_level, self.s.validate.render_chunk)
-        on = valid & downsample_masks(self.store.masks[pv][None], *valid.shape)[0]
-        prev, self._settle_depth = self._settle_depth, depth
-        self._tick("settle", t0)
-        if prev is None or not on.any():
-            return prev is not None                      # the first check has nothing to compare with
-        change = float(np.median(np.abs(depth[on] - prev[on]) / np.maximum(depth[on], 1e-6)))
-        print(f"[lift] warm-up, {self.warmup_len} iterations: the prompt view's depth moved {change:.4f} "
-              f"(median, relative; the first round waits for < {n.warmup_settle})")
-        return change < n.warmup_settle
 
     def _initial_mask(self, iteration: int) -> None:
         t0 = time.time()

@@ -51,15 +51,6 @@ def project_views(model, dataset: DTUDataset, resolution_level: int, chunk: int,
     return (out, np.stack(points), np.stack(valid)) if surface else out
 
 
-@torch.no_grad()
-def view_depth(model, dataset: DTUDataset, view: int, level: int, chunk: int) -> tuple[np.ndarray, np.ndarray]:
-    """One view's rendered surface at 1/level: depth along each ray (h,w) float32 and valid (h,w) bool."""
-    model.eval()
-    _, _, r, (h, w) = _render_view(model, dataset, view, level, chunk, ("depth", "opacity"))
-    model.train()
-    return r["depth"].reshape(h, w).numpy(), (r["opacity"] >= SURFACE_OPACITY).reshape(h, w).numpy()
-
-
 def upsample(grid: np.ndarray, height: int, width: int, nearest: bool = False) -> np.ndarray:
     """(h,w) -> (height,width): bilinear (nearest for masks), pixel centres onto pixel centres."""
     if grid.shape == (height, width):

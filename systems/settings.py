@@ -185,8 +185,6 @@ class NTO3DSettings:
     instance_weight: float
     focus_margin: float
     warmup_iters: int
-    warmup_settle: float          # the first round waits until the prompt view's depth moves less than this (relative); 0: fixed
-    warmup_max_iters: int         # ... but no longer than this
     round_iters: int
     lifting: LiftingSettings
     target: TargetSettings
@@ -244,8 +242,7 @@ def check_values(s: Settings, source: str) -> None:
     not_negative = {"train.warmup_iters": s.train.warmup_iters, "train.cos_anneal_iters": s.train.cos_anneal_iters,
                     "train.save_every": s.train.save_every, "nto3d.warmup_iters": s.nto3d.warmup_iters,
                     "nto3d.round_iters": s.nto3d.round_iters, "nto3d.target.iters": s.nto3d.target.iters,
-                    "nto3d.lifting.max_rounds": s.nto3d.lifting.max_rounds,
-                    "nto3d.warmup_settle": s.nto3d.warmup_settle, "nto3d.warmup_max_iters": s.nto3d.warmup_max_iters}
+                    "nto3d.lifting.max_rounds": s.nto3d.lifting.max_rounds}
     if s.nto3d.lifting.unseen not in UNSEEN:
         raise ConfigError(f"conf key 'nto3d.lifting.unseen' in {source} must be one of {UNSEEN}, "
                           f"got {s.nto3d.lifting.unseen!r}")
