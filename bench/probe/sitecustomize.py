@@ -1,6 +1,9 @@
 """Diagnostics for one lifting run (bench only): with LIFT_PROBE=DIR and this folder on PYTHONPATH, every
 call of the pipeline's connectivity cut saves its inputs and outputs (bit-packed, grid size) to
-DIR/cut_NN.npz: the labelled surface, the carried prompt labels, the far side, what the cut kept."""
+DIR/cut_NN.npz: the labelled surface, the carried prompt labels, the far side, what the cut kept.
+
+With LIFT_DETACH_HEADS=1 (an A/B, not a product setting): the heads (the occupancy head) are rendered with
+the NeuS weights detached, so their losses train the head's values but cannot move the scene's geometry."""
 import os
 
 def _importable() -> bool:
@@ -41,3 +44,17 @@ if os.environ.get("LIFT_PROBE") and _importable():
         return kept
 
     nto3d.keep_connected, nto3d.carried_labels = keep_connected, carried_labels
+
+
+if os.environ.get("LIFT_DETACH_HEADS") == "1" and _importable():
+    from models.renderer import NeuSRenderer
+
+    _render = NeuSRenderer.render
+
+    def render(self, *args, heads=(), **kwargs):
+        out = _render(self, *args, heads=heads, **kwargs)
+        for name in heads:
+            out[name] = (out["weights"].detach()[..., None] * out[name + "_raw"]).sum(1)
+        return out
+
+    NeuSRenderer.render = render
