@@ -93,7 +93,6 @@ def run_once(args, case: str, extra: list[str], tag: str, resume_from: Path | No
         rounds = [h for h in store.history if "views" in h]
         final = next((h for h in store.history if h.get("final")), rounds[-1] if rounds else {})
         result["rounds"], result["converged"] = len(rounds), store.converged
-        result["warmup_iters"] = p.n.warmup_iters                    # where the first round started
         result["n_accepted"] = int(store.accepted.sum())
         result["iou_mean"], result["iou_worst"] = final.get("iou_gt_mean"), final.get("iou_gt_worst")
         result["iou_views"] = final.get("iou_gt")
