@@ -3,7 +3,10 @@
 - SceneStage: the whole scene (colour + eikonal [+ foreground-mask BCE]).
 - LiftStage: the scene plus the occupancy ("instance") head, supervised by the accepted pseudo
   masks; half of each batch comes from views with an accepted mask, around the mask (focus_boxes),
-  where the labels decide something.
+  where the labels decide something. In the scene's own losses a focused ray weighs the accepted
+  share of the views, so that every view's colours weigh alike: before the first round the focused
+  half is all the prompt view's, and fitting one view's colours that hard grows floaters in front of
+  its surface, the very depth the prompt is carried over.
 - TargetStage: the target alone (NeuS with masks): outside its lifted mask a pixel is empty space
   (opacity 0, a random background colour per ray), so the field keeps the target and empties the
   rest (method.md, stage 2); pixels where a foreground object hides the target are unknown.
@@ -134,11 +137,19 @@ class LiftStage(SceneStage):
         accepted[self.accepted_views] = True
         batch["instance_weight"] = accepted[batch["view"]].float()[:, None]
         batch["instance_target"] = lookup_masks(self.masks, batch)
+        # the uniform rays give each view 1/N of their number, the focused ones 1/K (K accepted views)
+        share = len(self.accepted_views) / self.sampler.dataset.n_images
+        batch["scene_weight"] = torch.cat([torch.ones(len(a["view"]), 1, device=self.device),
+                                           torch.full((len(b["view"]), 1), share, device=self.device)])
         batch["background"] = self.background
         return batch
 
     def losses(self, out: dict, batch: dict) -> dict[str, tuple[float, torch.Tensor]]:
-        terms = super().losses(out, batch)
+        w = batch["scene_weight"]
+        terms = {"color": (self.w.color, color_l1(out["color"], batch["rgb"], w)),
+                 "eikonal": (self.w.eikonal, out["eikonal"])}
+        if self.w.mask > 0:
+            terms["mask"] = (self.w.mask, mask_bce(out["opacity"], batch["mask"], w))
         t = batch["instance_target"]
         # each accepted view votes on the points it sees; background votes count instance_negative times
         w = batch["instance_weight"] * (t + self.w.instance_negative * (1.0 - t))
