@@ -83,10 +83,11 @@ class SceneStage:
         return b
 
     def losses(self, out: dict, batch: dict) -> dict[str, tuple[float, torch.Tensor]]:
-        terms = {"color": (self.w.color, color_l1(out["color"], batch["rgb"])),
+        w = batch.get("scene_weight")       # (B,1) each ray's weight in the means (None: all equal)
+        terms = {"color": (self.w.color, color_l1(out["color"], batch["rgb"], w)),
                  "eikonal": (self.w.eikonal, out["eikonal"])}
         if self.w.mask > 0:
-            terms["mask"] = (self.w.mask, mask_bce(out["opacity"], batch["mask"]))
+            terms["mask"] = (self.w.mask, mask_bce(out["opacity"], batch["mask"], w))
         return terms
 
 
@@ -145,11 +146,7 @@ class LiftStage(SceneStage):
         return batch
 
     def losses(self, out: dict, batch: dict) -> dict[str, tuple[float, torch.Tensor]]:
-        w = batch["scene_weight"]
-        terms = {"color": (self.w.color, color_l1(out["color"], batch["rgb"], w)),
-                 "eikonal": (self.w.eikonal, out["eikonal"])}
-        if self.w.mask > 0:
-            terms["mask"] = (self.w.mask, mask_bce(out["opacity"], batch["mask"], w))
+        terms = super().losses(out, batch)
         t = batch["instance_target"]
         # each accepted view votes on the points it sees; background votes count instance_negative times
         w = batch["instance_weight"] * (t + self.w.instance_negative * (1.0 - t))

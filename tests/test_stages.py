@@ -43,15 +43,13 @@ def test_accepted_half_of_a_batch_samples_inside_the_focus_box(tiny_scene):
     # the loss: a wrong "target" answer on a background pixel costs 3x a wrong answer on a target pixel
     t = torch.tensor([[1.0], [0.0]])
     out = {INSTANCE: torch.tensor([[0.2], [0.8]]), "color": torch.zeros(2, 3), "eikonal": torch.tensor(0.0)}
-    b = {"instance_target": t, "instance_weight": torch.ones(2, 1), "rgb": torch.zeros(2, 3),
-         "scene_weight": torch.ones(2, 1)}
+    b = {"instance_target": t, "instance_weight": torch.ones(2, 1), "rgb": torch.zeros(2, 3)}
     both = stage.losses(out, b)["instance"][1]
     out[INSTANCE] = torch.tensor([[0.2], [0.0]])
     only_pos = stage.losses(out, b)["instance"][1]
     bce = -np.log(0.2)
     assert np.isclose(float(both), (bce + 3 * bce) / 4, rtol=1e-3)   # weighted mean over the rays' weights
     assert float(only_pos) < float(both) / 3
-
 
 
 def test_a_focused_ray_weighs_the_accepted_share_in_the_scene_losses(tiny_scene):
@@ -65,7 +63,8 @@ def test_a_focused_ray_weighs_the_accepted_share_in_the_scene_losses(tiny_scene)
            "opacity": batch["mask"].clone()}
     n = ds.n_images
 
-    def colour_error(rows: slice) -> float:
+    def colour_error(rows: slice) -> tuple[float, float]:
+        """(colour loss, summed per-ray error) with the rays `rows` rendered wrong."""
         bad = dict(out, color=out["color"].clone())
         bad["color"][rows] = 1.0 - bad["color"][rows]
         per_ray = (bad["color"] - batch["rgb"]).abs().mean(-1)
