@@ -65,8 +65,11 @@ def scene_ready(folder: Path) -> bool:
 
 
 def scene_list(args) -> list[str]:
-    """--scenes, else every preset (+ dtu_scan65 with --scan65); --summarize: those with runs under EXP_ROOT."""
-    scenes = args.scenes or list(PRESETS) + ([SCAN65] if args.scan65 or args.summarize else [])
+    """--scenes, else every preset; + dtu_scan65 with --scan65 (a folder given is a scene to run, whether
+    --scenes names it or not); --summarize: those with runs under EXP_ROOT."""
+    scenes = list(args.scenes or PRESETS)
+    if (args.scan65 or (args.summarize and not args.scenes)) and SCAN65 not in scenes:
+        scenes.append(SCAN65)
     if args.summarize and not args.scenes:
         scenes = [s for s in scenes if (Path(args.exp_root) / s).is_dir()]
     for s in scenes:

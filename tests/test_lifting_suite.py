@@ -1,6 +1,7 @@
 """bench/lifting_suite.py end to end at a tiny size: one scene x two network seeds, two runs at once
 (bench/run.py subprocesses with --propagation), then the table and the summary checked against the
 runs' own JSONs."""
+import argparse
 import json
 import statistics
 import sys
@@ -119,3 +120,18 @@ def test_jobs_wait_for_their_scene_and_stop_at_the_deadline(tmp_path):
     lifting_suite.run_jobs(jobs, parallel=1, timeout_s=None, env=None, deadline=t0 + 5.0)
     assert time.time() - t0 < 30
     assert {j.name: j.rc for j in jobs} == {"make a": 3, "a seed 0": -1, "sleepy": -9, "late": -2}
+
+
+def test_a_scan65_folder_is_a_scene_to_run_even_when_scenes_leave_it_out():
+    """--scenes thin --scan65 DIR runs dtu_scan65 too (it was silently skipped); without --scan65 it is refused."""
+    def scenes(*argv):
+        ap = argparse.Namespace(scenes=None, scan65=None, summarize=False, exp_root="nowhere")
+        for k, v in zip(argv[::2], argv[1::2]):
+            setattr(ap, k, v)
+        return lifting_suite.scene_list(ap)
+    assert scenes("scenes", ["thin"], "scan65", "d") == ["thin", "dtu_scan65"]
+    assert scenes("scenes", ["dtu_scan65", "thin"], "scan65", "d") == ["dtu_scan65", "thin"]
+    assert scenes("scenes", ["thin"]) == ["thin"]
+    assert scenes("scan65", "d")[-1] == "dtu_scan65" and "border" in scenes("scan65", "d")
+    with pytest.raises(SystemExit, match="--scan65"):
+        scenes("scenes", ["dtu_scan65"])
