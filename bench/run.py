@@ -97,6 +97,7 @@ def run_once(args, case: str, extra: list[str], tag: str, resume_from: Path | No
         result["iou_mean"], result["iou_worst"] = final.get("iou_gt_mean"), final.get("iou_gt_worst")
         result["iou_views"] = final.get("iou_gt")
         result["prompt_agreement"] = [h.get("prompt_agreement") for h in rounds] + [final.get("prompt_agreement")]
+        result["rolled_back"] = final.get("rolled_back")
         result["rounds_iou"] = [(h["round"], h.get("iou_gt_mean"), h.get("iou_gt_worst"), h["n_accepted"],
                                  h["n_candidates"], h["mean_change"]) for h in rounds]
         result["alone"] = segmenter_alone(p) if resume_from is None and not args.no_alone else None  # the base run has it

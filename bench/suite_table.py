@@ -76,6 +76,7 @@ def summarize_scene(runs: dict) -> dict:
         "lifted": lifted, "worst_view": _worst_view(runs),
         "rounds": _spread(_per_seed(runs, lambda r: r.get("rounds"))),
         "converged": sum(bool(r.get("converged")) for r in runs.values() if r is not None),
+        "rolled_back": sum(bool(r.get("rolled_back")) for r in runs.values() if r is not None),
         "time_s": {"median": statistics.median(times), "max": max(times)} if times else None,
         "alone": {"mean": statistics.median(a for a, _ in alone.values()), "worst": min(w for _, w in alone.values())}
         if alone else None,
@@ -96,7 +97,8 @@ def table_row(scene: str, s: dict) -> str:
         f"{s['seeds_ok']}/{s['seeds']}",
         "-" if lifted is None else f"{_f(lifted['median'])} / **{_f(lifted['worst'])}** (s{lifted['worst_seed']})",
         "-" if wv is None else f"{_f(wv['iou'])} (s{wv['seed']}" + ("" if wv["view"] is None else f" v{wv['view']}") + ")",
-        "-" if s["rounds"] is None else _f(s["rounds"]["median"], "{:g}") + f" ({s['converged']} converged)",
+        "-" if s["rounds"] is None else _f(s["rounds"]["median"], "{:g}") + f" ({s['converged']} converged"
+        + (f", {s['rolled_back']} rolled back)" if s.get("rolled_back") else ")"),
         "-" if s["time_s"] is None else f"{s['time_s']['median']:.0f} / {s['time_s']['max']:.0f}",
         "-" if alone is None else f"{_f(alone['mean'])} / {_f(alone['worst'])}",
         "-" if prop is None else f"{_f(prop['median'])} / {_f(prop['worst'])} (s{prop['worst_seed']}) "

@@ -54,6 +54,7 @@ class LiftingSettings:
     connect_bridge: int      # ... gaps of up to 2 x this many voxels are closed first
     connect_edge: float      # a pixel whose surface point jumps more than this many samples from a neighbour's is on a depth edge
     unseen: str              # surface no accepted view sees: "unknown" (neither prompted from nor judged on) | "head" (the head's guess)
+    rollback_drop: float     # a round whose prompt-view agreement falls this far below the best round's is rolled back
     per_segmenter: dict[str, SegmenterTrust]
 
 
@@ -83,6 +84,16 @@ class MaskStore:
         self.accepted[view] = True
         self.source[view] = "prompt"
         self.round_of[view] = 0
+
+    def labels(self) -> dict:
+        """What the field is trained on (masks, acceptance, provenance), kept to roll a round back."""
+        return {"masks": pack_masks(self.masks), "accepted": self.accepted.copy(), "source": list(self.source),
+                "round_of": self.round_of.copy()}
+
+    def set_labels(self, labels: dict) -> None:
+        self.masks = unpack_masks(labels["masks"])
+        self.accepted = np.asarray(labels["accepted"], dtype=bool)
+        self.source, self.round_of = list(labels["source"]), np.asarray(labels["round_of"])
 
     def state_dict(self) -> dict:
         return {"masks": pack_masks(self.masks), "accepted": self.accepted, "source": list(self.source),

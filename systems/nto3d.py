@@ -65,6 +65,8 @@ class NTO3DPipeline(Pipeline):
         self.timings: dict[str, float] = {}
         self._segmenter: Segmenter | None = None
         self._trained_since: float | None = None     # wall time the current segment's training began
+        self.best: dict | None = None                # the best-agreeing round's field and labels (_rolled_back)
+        self.rolled_back: dict | None = None         # where lifting was rolled back, if it was
         self.images = list(ds.images.cpu().numpy())  # N x (H,W,3) uint8
         self.gt = load_gt_masks(ds, n.gt_mask_dir)
 
@@ -73,7 +75,8 @@ class NTO3DPipeline(Pipeline):
         return {"phase": self.phase, "phase_start": self.phase_start,
                 "store": self.store.state_dict(),
                 "final": None if self.final is None else pack_masks(self.final), "timings": self.timings,
-                "unknown": None if self.unknown is None else pack_masks(self.unknown)}
+                "unknown": None if self.unknown is None else pack_masks(self.unknown),
+                "best": self.best, "rolled_back": self.rolled_back}
 
     def load_state_dict(self, state: dict) -> None:
         self.phase, self.phase_start = state["phase"], state["phase_start"]
@@ -81,6 +84,7 @@ class NTO3DPipeline(Pipeline):
         self.timings = dict(state["timings"])
         self.final = None if state["final"] is None else unpack_masks(state["final"])
         self.unknown = None if state.get("unknown") is None else unpack_masks(state["unknown"])
+        self.best, self.rolled_back = state.get("best"), state.get("rolled_back")
         if self.phase in ("lift", "target", "done"):
             self.stage = self._stage_for(self.phase)
 
@@ -209,8 +213,10 @@ class NTO3DPipeline(Pipeline):
                 return seg
             done = self.store.rounds_done
             if done == 0 or not (self.store.converged or done >= self.n.lifting.max_rounds):
-                self._round(iteration)
-                return self._lift_segment()
+                if self._round(iteration):
+                    return self._lift_segment()
+            elif not self.store.converged:      # the training after the last round, judged as a round's
+                self._rolled_back(self._lifted(self.n.lifting.render_level).cut, done + 1)
             self._finish_lift(iteration)
         if self.phase == "target":
             seg = self._target_segment()
@@ -234,10 +240,37 @@ class NTO3DPipeline(Pipeline):
         self.stage = self._stage_for("lift")
         self._tick("initial_mask", t0)
 
-    def _round(self, iteration: int) -> None:
+    def _rolled_back(self, proj: np.ndarray, round_idx: int) -> bool:
+        """Keep the field of the round whose projection agrees best with the prompt view's mask (from round 2
+        on: round 1's field has learnt the prompt view alone); when a later one agrees `rollback_drop` less,
+        the other views have voted in surface the prompt view shows as background (a look-alike neighbour
+        that GrabCut's colours take in, round after round): the field and the labels go back to that
+        round's and lifting ends. proj (N,H,W): the round's lifted projection."""
+        if round_idx < 2:
+            return False
+        pv, s, best = self.store.prompt_view, self.n.lifting, self.best
+        a = mask_iou(proj[pv] >= s.proj_threshold, self.store.masks[pv])
+        if best is not None and a < best["agreement"] - s.rollback_drop:
+            self.model.load_state_dict(best["model"])
+            self.store.set_labels(best["labels"])
+            self.rolled_back = {"round": round_idx, "agreement": a, "to_round": best["round"],
+                                "best_agreement": best["agreement"]}
+            print(f"[lift] WARNING: at round {round_idx} the prompt view's lifted mask agrees {a:.3f} with your "
+                  f"prompt's mask, {best['agreement']:.3f} at round {best['round']}: the other views are voting "
+                  f"in surface it shows as background; rolled back to round {best['round']}'s field")
+            return True
+        if best is None or a > best["agreement"]:
+            self.best = {"round": round_idx, "agreement": a, "labels": self.store.labels(),
+                         "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()}}
+        return False
+
+    def _round(self, iteration: int) -> bool:
+        """One lifting round; False when the field was rolled back instead (lifting ends)."""
         s = self.n.lifting
         self.progress.stage(f"projection (round {self.store.rounds_done + 1})")
         lifted = self._lifted(s.render_level, judged=True)
+        if self._rolled_back(lifted.cut, self.store.rounds_done + 1):
+            return False
         proj, carried = lifted.cut, lifted.carried
         self.progress.stage(f"segmenter (round {self.store.rounds_done + 1})")
         t0 = time.time()
@@ -256,6 +289,7 @@ class NTO3DPipeline(Pipeline):
             msg += f", IoU vs gt mean {report['iou_gt_mean']:.3f} worst {report['iou_gt_worst']:.3f}"
         print(msg)
         self.stage.set_masks(self.store.masks, self.store.accepted)
+        return True
 
     def _finish_lift(self, iteration: int) -> None:
         s = self.n.lifting
@@ -271,7 +305,9 @@ class NTO3DPipeline(Pipeline):
         pv = self.store.prompt_view
         entry = {"final": True, "render_level": level,
                  "prompt_agreement": mask_iou(self.final[pv], self.store.masks[pv]),
-                 "uncut_prompt_agreement": mask_iou(uncut_masks[pv], self.store.masks[pv])}
+                 "uncut_prompt_agreement": mask_iou(uncut_masks[pv], self.store.masks[pv]),
+                 "rolled_back": self.rolled_back}
+        self.best = None                                 # the field is final: no checkpoint carries a copy
         if entry["prompt_agreement"] < PROMPT_AGREEMENT_WARN:
             print(f"[lift] WARNING: the lifted mask of the prompt view agrees with your prompt's mask only "
                   f"{entry['prompt_agreement']:.2f} (IoU): the result may be a part of the target; see "

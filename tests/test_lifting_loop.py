@@ -31,7 +31,7 @@ from tests.oracles import DegradedOracle, PartOracle
 N_VIEWS, W, H = 16, 128, 96
 TRUST = SegmenterTrust(accept_iou=0.5, min_recall=0.7, negative_weight=1.0)
 SETTINGS = LiftingSettings(converge_eps=0.02, max_rounds=8, proj_threshold=0.5, n_positive=5, n_negative=4,
-                           cascade=True, render_level=1, final_render_level=1, connect_voxel=3.0, connect_bridge=1, connect_edge=4.0, unseen="unknown", per_segmenter={"oracle": TRUST})
+                           cascade=True, render_level=1, final_render_level=1, connect_voxel=3.0, connect_bridge=1, connect_edge=4.0, unseen="unknown", rollback_drop=0.02, per_segmenter={"oracle": TRUST})
 
 
 @pytest.fixture(scope="module")

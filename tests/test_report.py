@@ -20,7 +20,7 @@ from tests.oracles import DegradedOracle
 
 TRUST = SegmenterTrust(accept_iou=0.5, min_recall=0.7, negative_weight=1.0)
 SETTINGS = LiftingSettings(converge_eps=0.01, max_rounds=3, proj_threshold=0.5, n_positive=3, n_negative=2,
-                           cascade=False, render_level=1, final_render_level=1, connect_voxel=3.0, connect_bridge=1, connect_edge=4.0, unseen="unknown", per_segmenter={"oracle": TRUST})
+                           cascade=False, render_level=1, final_render_level=1, connect_voxel=3.0, connect_bridge=1, connect_edge=4.0, unseen="unknown", rollback_drop=0.02, per_segmenter={"oracle": TRUST})
 
 
 @pytest.fixture(scope="module")
