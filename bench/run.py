@@ -34,6 +34,8 @@ import torch  # noqa: E402
 
 from datasets.synthetic import make_scene  # noqa: E402
 from evaluation.segmentation import segmenter_alone_ious  # noqa: E402
+from evaluation.metrics import GeometryError  # noqa: E402
+from evaluation.silhouette import evaluate_silhouettes  # noqa: E402
 from sam_utils.masks import mask_iou  # noqa: E402
 from systems.atomic import atomic_write_text  # noqa: E402
 from systems.config import Conf  # noqa: E402
@@ -80,6 +82,9 @@ def run_once(args, case: str, extra: list[str], tag: str, resume_from: Path | No
               "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
     if getattr(p, "phase", None) == "done":
         result["target_start"] = p.phase_start
+        masks = p.dataset.data_dir / p.n.gt_mask_dir if p.n.gt_mask_dir else None
+        if mesh is not None and masks is not None and masks.is_dir():   # issue 16's check for real scans
+            result["silhouette_iou"] = target_silhouette(mesh, p)
     ev = mesh.with_suffix(".json") if mesh is not None else None
     if ev is not None and ev.is_file():
         result["chamfer"] = json.loads(ev.read_text())
@@ -104,6 +109,17 @@ def run_once(args, case: str, extra: list[str], tag: str, resume_from: Path | No
         if args.propagation:
             result["propagation"] = propagation_baseline(p, exp_dir / "checkpoints")
     return result
+
+
+def target_silhouette(mesh: Path, p) -> dict:
+    """{"mean", "worst"}: IoU of the target mesh's silhouette against the scene's masks (p.n.gt_mask_dir) in
+    every view; an empty mesh (no target found) has none: 0."""
+    try:
+        sil = evaluate_silhouettes(mesh, p.dataset.data_dir, p.n.gt_mask_dir)
+    except GeometryError as e:
+        print(f"[bench] silhouette: {e}")
+        return {"mean": 0.0, "worst": 0.0}
+    return {"mean": sil["mean_iou"], "worst": min(sil["per_view"])}
 
 
 def propagation_baseline(p, ckpt_dir: Path) -> dict | None:

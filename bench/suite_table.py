@@ -8,7 +8,8 @@ import time
 COLUMNS = ("scene", "seeds ok", "lifted mean IoU: median / worst seed", "worst view (seed, view)", "rounds",
            "s per run: median / max", "segmenter alone (gt prompts): mean / worst view",
            "click propagation mean IoU: median / worst seed (worst view)", "lifting beats propagation (seeds)",
-           "target Chamfer mm: mean / worst seed (accuracy / completeness)")
+           "target Chamfer mm: mean / worst seed (accuracy / completeness)",
+           "target mesh silhouette IoU: mean / worst seed (worst view)")
 
 
 def _per_seed(runs: dict, get) -> dict:
@@ -59,6 +60,17 @@ def _chamfer(runs: dict) -> dict | None:
             "accuracy": c.get("accuracy"), "completeness": c.get("completeness"), "per_seed": ch}
 
 
+def _silhouette(runs: dict) -> dict | None:
+    """The target mesh's silhouette IoU against the scene's masks over the seeds: mean, the worst seed's
+    mean and the worst view of any seed."""
+    sil = _per_seed(runs, lambda r: r.get("silhouette_iou"))
+    if not sil:
+        return None
+    worst = min(sil, key=lambda k: (sil[k]["mean"], k))
+    return {"mean": statistics.fmean(v["mean"] for v in sil.values()), "worst": sil[worst]["mean"],
+            "worst_seed": worst, "worst_view": min(v["worst"] for v in sil.values())}
+
+
 def summarize_scene(runs: dict) -> dict:
     """runs: {network seed: bench/run.py's result dict, or None when the run failed} -> the scene's figures."""
     lifted = _spread(_per_seed(runs, lambda r: r.get("iou_mean")))
@@ -83,6 +95,7 @@ def summarize_scene(runs: dict) -> dict:
         "propagation": None if prop is None else {**prop, "worst_view": min(prop_worst.values()) if prop_worst else None},
         "beats_propagation": {"seeds": len(won), "of": len(beats)},
         "chamfer": _chamfer(runs),
+        "silhouette": _silhouette(runs),
     }
 
 
@@ -107,6 +120,8 @@ def table_row(scene: str, s: dict) -> str:
         "-" if not s.get("chamfer") else f"{_f(s['chamfer']['mean'])} / **{_f(s['chamfer']['worst'])}** "
                                          f"(s{s['chamfer']['worst_seed']}: {_f(s['chamfer']['accuracy'])} / "
                                          f"{_f(s['chamfer']['completeness'])})",
+        "-" if not s.get("silhouette") else f"{_f(s['silhouette']['mean'])} / **{_f(s['silhouette']['worst'])}** "
+                                            f"(s{s['silhouette']['worst_seed']}) ({_f(s['silhouette']['worst_view'])})",
     ]
     return "| " + " | ".join(cells) + " |"
 

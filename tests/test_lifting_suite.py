@@ -11,10 +11,10 @@ import cv2
 import pytest
 
 from bench import lifting_suite
-from bench.suite_table import summarize_scene
+from bench.suite_table import summarize_scene, table_row
 
 TINY = ["--scenes", "easy", "--seeds", "2", "--parallel", "2", "--threads", "1", "--views", "4", "--width", "64",
-        "--height", "48", "--gt_resolution", "24", "--conf", "confs/tiny.conf", "--target_iters", "0",
+        "--height", "48", "--gt_resolution", "24", "--conf", "confs/tiny.conf", "--target_iters", "5",
         "--timeout", "300"]
 FAST = ["nto3d.warmup_iters = 10", "nto3d.round_iters = 5", "nto3d.lifting.max_rounds = 1",
         "nto3d.lifting.render_level = 2", "nto3d.lifting.final_render_level = 2", "validate.mesh_resolution = 24",
@@ -67,6 +67,8 @@ def test_summary_and_table_are_computed_from_the_run_jsons(suite):
     assert cells[1] == "2/2"
     assert cells[2] == f"{sum(means) / 2:.3f} / **{min(means):.3f}** (s{worst_seed})"
     assert cells[7].startswith(f"{sum(prop) / 2:.3f} / {min(prop):.3f}")
+    sil = [runs[k]["silhouette_iou"]["mean"] for k in (0, 1)]           # the target mesh against gt/target_mask
+    assert all(0.0 <= v <= 1.0 for v in sil) and s["silhouette"]["worst"] == pytest.approx(min(sil))
     # --summarize rebuilds the same figures from the files alone
     again = root / "again.json"
     lifting_suite.main(TINY + ["--data_root", str(root / "data"), "--exp_root", str(root / "exp"), "--summarize",
@@ -106,6 +108,16 @@ def test_the_target_chamfer_is_the_mean_and_the_worst_seed_with_its_terms():
     s = summarize_scene(runs)["chamfer"]
     assert s["mean"] == pytest.approx(0.6) and s["worst"] == 0.9 and s["worst_seed"] == 1
     assert (s["accuracy"], s["completeness"]) == (1.2, 0.6)
+
+
+def test_the_target_silhouette_is_the_mean_and_the_worst_seed_with_the_worst_view():
+    runs = {k: {"iou_mean": 0.9, "iou_worst": 0.8, "silhouette_iou": {"mean": m, "worst": w}}
+            for k, (m, w) in enumerate([(0.98, 0.95), (0.96, 0.97), (0.99, 0.90)])}
+    runs[3] = None
+    s = summarize_scene(runs)
+    assert s["silhouette"] == {"mean": pytest.approx(0.97666, abs=1e-4), "worst": 0.96, "worst_seed": 1,
+                               "worst_view": 0.90}
+    assert table_row("easy", s).rstrip(" |").endswith("0.977 / **0.960** (s1) (0.900)")
 
 
 def test_jobs_wait_for_their_scene_and_stop_at_the_deadline(tmp_path):
