@@ -198,7 +198,8 @@ CSS = """body{font-family:sans-serif;margin:1.5em;max-width:1400px;color:#222}
 h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
 figure{display:inline-block;margin:.4em;vertical-align:top}figcaption{font-size:.85em;color:#555}
 img{max-width:100%;border:1px solid #ddd}table{border-collapse:collapse}
-td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}.note{color:#777}"""
+td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}.note{color:#777}
+.warn{color:#8a4b00;background:#fff4e0;padding:.5em 1.8em}"""
 
 
 def write_report(exp_dir, data_dir=None, out=None, n_renders: int = N_RENDERS,
@@ -218,7 +219,11 @@ def write_report(exp_dir, data_dir=None, out=None, n_renders: int = N_RENDERS,
     sections = [f"<h1>NTO3D run report</h1><p>run: <code>{html.escape(str(exp_dir))}</code>"
                 f" &middot; scene: <code>{html.escape(str(data_dir))}</code> &middot; {len(images)} views</p>"]
 
-    summary = _summary(reports, exp_dir)
+    final = _read_json(exp_dir / "masks" / "final.json") or {}
+    if final.get("warnings"):
+        sections.append('<h2>Warnings</h2><ul class="warn">' + "".join(f"<li>{html.escape(w)}</li>"
+                                                                       for w in final["warnings"]) + "</ul>")
+    summary = _summary(reports, final, exp_dir)
     if summary:
         sections.append("<h2>Summary</h2>" + _table([summary], list(summary)))
     if rounds and "prompt" in rounds[0][1]:
@@ -282,7 +287,9 @@ def _read_json(path: Path):
         return None
 
 
-def _summary(reports: list[dict], exp_dir: Path) -> dict:
+def _summary(reports: list[dict], final: dict, exp_dir: Path) -> dict:
+    """The lifting's rounds and its final masks (masks/final.json: prompt-view agreement, IoU with ground
+    truth, the round rolled back to), the run's seconds."""
     lifting = [r for r in reports if "views" in r]
     out: dict = {}
     if lifting:
@@ -290,6 +297,12 @@ def _summary(reports: list[dict], exp_dir: Path) -> dict:
         out.update(rounds=len(lifting), converged=last.get("converged"), accepted=last.get("n_accepted"))
         if "iou_gt_mean" in last:
             out.update(iou_gt_mean=last["iou_gt_mean"], iou_gt_worst=last["iou_gt_worst"])
+    if "prompt_agreement" in final:
+        out["prompt_agreement"] = final["prompt_agreement"]
+    if "iou_gt_mean" in final:       # the lifted masks the target stage trains on
+        out.update(iou_gt_mean=final["iou_gt_mean"], iou_gt_worst=final["iou_gt_worst"])
+    if final.get("rolled_back"):
+        out["rolled_back_to_round"] = final["rolled_back"]["to_round"]
     timings = _read_json(exp_dir / "timings.json")
     if timings:
         out["seconds"] = float(sum(v for v in timings.values() if isinstance(v, (int, float))))

@@ -253,11 +253,12 @@ class NTO3DPipeline(Pipeline):
         if best is not None and a < best["agreement"] - s.rollback_drop:
             self.model.load_state_dict(best["model"])
             self.store.set_labels(best["labels"])
+            warning = (f"at round {round_idx} the prompt view's lifted mask agrees {a:.3f} with your prompt's "
+                       f"mask, {best['agreement']:.3f} at round {best['round']}: the other views are voting in "
+                       f"surface it shows as background; rolled back to round {best['round']}'s field")
             self.rolled_back = {"round": round_idx, "agreement": a, "to_round": best["round"],
-                                "best_agreement": best["agreement"]}
-            print(f"[lift] WARNING: at round {round_idx} the prompt view's lifted mask agrees {a:.3f} with your "
-                  f"prompt's mask, {best['agreement']:.3f} at round {best['round']}: the other views are voting "
-                  f"in surface it shows as background; rolled back to round {best['round']}'s field")
+                                "best_agreement": best["agreement"], "warning": warning}
+            print(f"[lift] WARNING: {warning}")
             return True
         if best is None or a > best["agreement"]:
             self.best = {"round": round_idx, "agreement": a, "labels": self.store.labels(),
@@ -308,10 +309,12 @@ class NTO3DPipeline(Pipeline):
                  "uncut_prompt_agreement": mask_iou(uncut_masks[pv], self.store.masks[pv]),
                  "rolled_back": self.rolled_back}
         self.best = None                                 # the field is final: no checkpoint carries a copy
+        entry["warnings"] = [self.rolled_back["warning"]] if self.rolled_back else []
         if entry["prompt_agreement"] < PROMPT_AGREEMENT_WARN:
-            print(f"[lift] WARNING: the lifted mask of the prompt view agrees with your prompt's mask only "
-                  f"{entry['prompt_agreement']:.2f} (IoU): the result may be a part of the target; see "
-                  f"{self.exp_dir / 'masks'}")
+            entry["warnings"].append(f"the lifted mask of the prompt view agrees with your prompt's mask only "
+                                     f"{entry['prompt_agreement']:.2f} (IoU): the result may be a part of the "
+                                     f"target; see {self.exp_dir / 'masks'}")
+            print(f"[lift] WARNING: {entry['warnings'][-1]}")
         if self.gt is not None:
             for key, masks in (("", self.final), ("uncut_", uncut_masks)):
                 ious = [mask_iou(m, g) for m, g in zip(masks, self.gt)]
@@ -321,6 +324,7 @@ class NTO3DPipeline(Pipeline):
                   f"{entry['iou_gt_worst']:.3f}; before the connectivity cut {entry['uncut_iou_gt_mean']:.3f} / "
                   f"{entry['uncut_iou_gt_worst']:.3f}")
         self.store.history.append(entry)
+        atomic_write_text(self.exp_dir / "masks" / "final.json", json.dumps(entry, indent=1))   # for the report
         self.meshes.write("scene", self.model.sdf.sdf, iteration)
         self.phase, self.phase_start = "target", iteration
         self.stage = self._stage_for("target")

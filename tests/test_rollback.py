@@ -2,11 +2,14 @@
 other views voting in surface the prompt view shows as background) is rolled back: the field and the
 labels go back to that round's and lifting ends. The rounds' projections are scripted here; the
 pipeline, its field and the segmenter are real (tiny scene, the degraded oracle)."""
+import json
+
 import cv2
 import numpy as np
 import pytest
 import torch
 
+from evaluation.report import write_report
 from systems.nto3d import Lifted
 from tests.oracles import DegradedOracle
 from tests.runs import make_run
@@ -78,6 +81,11 @@ def test_a_round_that_lowers_the_prompt_views_agreement_is_rolled_back(tiny_scen
     assert set(p.store.round_of[p.store.accepted].tolist()) <= {0, 1}
     final = p.store.history[-1]
     assert final["final"] and final["rolled_back"] == rb and p.best is None
+    # said in the log, masks/final.json and the run's report
+    on_disk = json.loads((r.exp_dir / "masks" / "final.json").read_text())
+    assert on_disk["rolled_back"]["to_round"] == 2 and "rolled back to round 2" in on_disk["warnings"][0]
+    page = write_report(r.exp_dir, n_renders=0).read_text()
+    assert "<h2>Warnings</h2>" in page and "rolled back to round 2" in page and "rolled_back_to_round" in page
 
 
 def test_the_training_after_the_last_round_is_judged_too(tiny_scene, tmp_path):
@@ -93,5 +101,7 @@ def test_the_training_after_the_last_round_is_judged_too(tiny_scene, tmp_path):
         after = drive(p, 4)
         assert p.phase == "target" and p.store.rounds_done == 2 and not p.store.converged
         assert (p.rolled_back is not None) == rolled
+        warnings = json.loads((r.exp_dir / "masks" / "final.json").read_text())["warnings"]
+        assert any("rolled back" in w for w in warnings) == rolled
         state = p.model.state_dict()       # round 2's field, or the one its segment trained
         assert all(torch.equal(state[k], after[2][k]) for k in state) == rolled
