@@ -7,6 +7,7 @@ import numpy as np
 
 from datasets.synthetic import PART_DIR
 from datasets.synthetic_gt import target_part_map, target_parts
+from sam_utils.lifting import LiftingSettings, SegmenterTrust
 from sam_utils.masks import pixel_indices
 from sam_utils.segmenter import SegResult, Segmenter
 
@@ -126,3 +127,11 @@ class ObjectOracle(Segmenter):
                  max(0, int(np.floor(x0 - mx))):int(np.ceil(x1 + mx)) + 1] = True
             mask &= keep
         return SegResult(mask, 1.0, None)
+
+
+def lifting_settings(trust: SegmenterTrust, **changes) -> LiftingSettings:
+    """The lifting settings of the loop tests (full-resolution projections, the oracle's trust), with changes."""
+    base = dict(converge_eps=0.02, max_rounds=5, proj_threshold=0.5, n_positive=3, n_negative=3, cascade=True,
+                render_level=1, final_render_level=1, connect_voxel=3.0, connect_bridge=1, connect_edge=4.0,
+                unseen="unknown", rollback_drop=0.02)
+    return LiftingSettings(**{**base, **changes}, per_segmenter={"oracle": trust})

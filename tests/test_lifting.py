@@ -5,14 +5,14 @@ import cv2
 import numpy as np
 import pytest
 
-from sam_utils.lifting import LiftingSettings, MaskStore, SegmenterTrust, final_masks, run_round, save_round
+from sam_utils.lifting import MaskStore, SegmenterTrust, final_masks, run_round, save_round
 from sam_utils.masks import mask_iou
 from sam_utils.segmenter import SegResult, Segmenter
+from tests.oracles import lifting_settings
 
 H, W, N = 96, 128, 6
 TRUST = SegmenterTrust(accept_iou=0.8, min_recall=0.7, negative_weight=1.0)
-SETTINGS = LiftingSettings(converge_eps=0.02, max_rounds=5, proj_threshold=0.5, n_positive=3, n_negative=3,
-                           cascade=True, render_level=1, final_render_level=1, connect_voxel=3.0, connect_bridge=1, connect_edge=4.0, unseen="unknown", rollback_drop=0.02, per_segmenter={"oracle": TRUST})
+SETTINGS = lifting_settings(TRUST)
 
 
 def disc(cx, cy, r):

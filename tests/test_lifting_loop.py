@@ -21,17 +21,16 @@ from datasets.synthetic import LOOK_AT_HEIGHT_MM, preset_views
 from datasets.synthetic_cameras import make_cameras
 from datasets.synthetic_gt import bounding_sphere
 from datasets.synthetic_presets import build_preset
-from sam_utils.lifting import LiftingSettings, MaskStore, SegmenterTrust, final_masks, run_round
+from sam_utils.lifting import MaskStore, SegmenterTrust, final_masks, run_round
 from sam_utils.masks import mask_iou
 from sam_utils.connectivity import keep_connected
 from sam_utils.segmenter import SegResult, Segmenter
 from tests.ideal_field import SurfaceVotes
-from tests.oracles import DegradedOracle, PartOracle
+from tests.oracles import DegradedOracle, PartOracle, lifting_settings
 
 N_VIEWS, W, H = 16, 128, 96
 TRUST = SegmenterTrust(accept_iou=0.5, min_recall=0.7, negative_weight=1.0)
-SETTINGS = LiftingSettings(converge_eps=0.02, max_rounds=8, proj_threshold=0.5, n_positive=5, n_negative=4,
-                           cascade=True, render_level=1, final_render_level=1, connect_voxel=3.0, connect_bridge=1, connect_edge=4.0, unseen="unknown", rollback_drop=0.02, per_segmenter={"oracle": TRUST})
+SETTINGS = lifting_settings(TRUST, max_rounds=8, n_positive=5, n_negative=4)
 
 
 @pytest.fixture(scope="module")

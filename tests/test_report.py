@@ -13,14 +13,13 @@ import pytest
 from evaluation.mesh_render import camera_from_world_mat, render_mesh
 from evaluation.metrics import chamfer_files
 from evaluation.report import write_report
-from sam_utils.lifting import LiftingSettings, MaskStore, SegmenterTrust, run_round, save_round
+from sam_utils.lifting import MaskStore, SegmenterTrust, run_round, save_round
 from sam_utils.prompts import load_prompt_file
 from systems.progress import ProgressLog
-from tests.oracles import DegradedOracle
+from tests.oracles import DegradedOracle, lifting_settings
 
 TRUST = SegmenterTrust(accept_iou=0.5, min_recall=0.7, negative_weight=1.0)
-SETTINGS = LiftingSettings(converge_eps=0.01, max_rounds=3, proj_threshold=0.5, n_positive=3, n_negative=2,
-                           cascade=False, render_level=1, final_render_level=1, connect_voxel=3.0, connect_bridge=1, connect_edge=4.0, unseen="unknown", rollback_drop=0.02, per_segmenter={"oracle": TRUST})
+SETTINGS = lifting_settings(TRUST, converge_eps=0.01, max_rounds=3, n_negative=2, cascade=False)
 
 
 @pytest.fixture(scope="module")
