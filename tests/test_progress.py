@@ -9,7 +9,7 @@ import pytest
 from sam_utils.errors import PromptError
 from sam_utils.prompts import load_prompt_file
 from systems.progress import MAX_LOSS_POINTS, ProgressLog, read_progress
-from webapp.runs import RunManager
+from webapp.runs import RunManager, done_text, run_warnings
 from webapp.scene import PromptState, SceneData
 
 KEYS = {"status", "stage", "iteration", "until", "round", "n_accepted", "n_views", "loss", "contact_sheet",
@@ -118,3 +118,15 @@ def test_failed_runs_show_the_command_line_message(tiny_scene, tmp_path):
     assert st["error"].startswith("PromptError:") and "outside the image" in st["error"]
     assert read_progress(runs.exp_dir)["status"] == "error"
     assert "error: " in st["log_tail"] and "outside the image" in st["log_tail"]   # the command line's one line
+
+
+def test_a_done_run_shows_its_mesh_and_the_liftings_warnings(tmp_path):
+    """The page's text once a run is done: the mesh, and each warning of masks/final.json (a rolled-back
+    round, a prompt view that lost its mask); a run without that file (full scene) has none."""
+    assert run_warnings(tmp_path) == []
+    (tmp_path / "masks").mkdir()
+    (tmp_path / "masks" / "final.json").write_text(json.dumps({"final": True, "warnings": ["rolled back to round 2"]}))
+    dl = {"n_vertices": 10, "n_faces": 16, "mesh": "target.ply", "warnings": run_warnings(tmp_path)}
+    text = done_text(dl)
+    assert text.startswith("mesh: 10 vertices, 16 faces") and "**warning**: rolled back to round 2" in text
+    assert "empty" in done_text({**dl, "n_faces": 0, "warnings": []}) and "warning" not in done_text({**dl, "warnings": []})

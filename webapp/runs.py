@@ -8,6 +8,7 @@ itself are converted from target.ply) and as a preview .glb with the cameras for
 """
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -107,8 +108,25 @@ class RunManager:
         if self.status()["status"] != "done":
             return None
         if self._finished is None:
-            self._finished = finish_meshes(self.exp_dir / "meshes", self.data_dir)
+            self._finished = {**finish_meshes(self.exp_dir / "meshes", self.data_dir),
+                              "warnings": run_warnings(self.exp_dir)}
         return self._finished
+
+
+def run_warnings(exp_dir: Path) -> list[str]:
+    """The lifting's warnings (masks/final.json: a rolled-back round, a prompt view that lost its mask)."""
+    try:
+        return list(json.loads((Path(exp_dir) / "masks" / "final.json").read_text()).get("warnings") or [])
+    except (OSError, ValueError):
+        return []
+
+
+def done_text(dl: dict) -> str:
+    """What the page says under the run's status once it is done: the mesh, and what to look at."""
+    text = f"mesh: {dl['n_vertices']} vertices, {dl['n_faces']} faces · `{dl['mesh']}`"
+    if dl["n_faces"] == 0:
+        text += "\n\n**the mesh is empty**: the occupancy head claims no surface; see the contact sheets"
+    return text + "".join(f"\n\n**warning**: {w}" for w in dl.get("warnings", []))
 
 
 def finish_meshes(mesh_dir: Path, data_dir: Path) -> dict:

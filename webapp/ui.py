@@ -12,7 +12,7 @@ import gradio as gr
 import pandas as pd
 
 from sam_utils.errors import PromptError, SegmenterError
-from webapp.runs import RunManager
+from webapp.runs import RunManager, done_text
 from webapp.scene import PromptState, SceneData
 
 POLL_S = 1.0
@@ -122,9 +122,7 @@ def build_app(scene: SceneData, runs: RunManager, initial_view: int = 0) -> gr.B
         dl = runs.downloads() if status == "done" and not was_done else None
         if dl:
             out["model"], out["files"] = dl["preview"], dl["files"]
-            out["status"] += f"\n\nmesh: {dl['n_vertices']} vertices, {dl['n_faces']} faces · `{dl['mesh']}`"
-            if dl["n_faces"] == 0:
-                out["status"] += "\n\n**the mesh is empty**: the occupancy head claims no surface; see the contact sheets"
+            out["status"] += "\n\n" + done_text(dl)
         elif was_done:
             out["model"], out["files"], out["status"] = gr.skip(), gr.skip(), shown["status_text"]
         else:
