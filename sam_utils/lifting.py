@@ -54,7 +54,7 @@ class LiftingSettings:
     connect_bridge: int      # ... gaps of up to 2 x this many voxels are closed first
     connect_edge: float      # a pixel whose surface point jumps more than this many samples from a neighbour's is on a depth edge
     unseen: str              # surface no accepted view sees: "unknown" (neither prompted from nor judged on) | "head" (the head's guess)
-    rollback_drop: float     # a round whose prompt-view agreement falls this far below the best round's is rolled back
+    rollback_spill: float    # a round whose prompt-view projection spills this much more past the prompt's mask (its area) than the best round's is rolled back
     per_segmenter: dict[str, SegmenterTrust]
 
 
@@ -195,6 +195,14 @@ def run_round(store: MaskStore, projections: np.ndarray, images: list[np.ndarray
         report["iou_gt_mean"], report["iou_gt_worst"] = float(np.mean(ious)), float(np.min(ious))
     store.history.append(report)
     return report
+
+
+def clear_rounds(folder: Path) -> None:
+    """Remove an earlier run's masks/round_NN/ and final.json from folder: a fresh run in the same
+    experiment folder must not show (or report) rounds it did not run."""
+    for old in Path(folder).glob("round_*"):
+        shutil.rmtree(old, ignore_errors=True)
+    (Path(folder) / "final.json").unlink(missing_ok=True)
 
 
 def save_round(folder: Path, store: MaskStore, report: dict, images: list[np.ndarray],

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from sam_utils.connectivity import keep_connected
-from sam_utils.lifting import MaskStore, final_masks, run_round, save_round
+from sam_utils.lifting import MaskStore, clear_rounds, final_masks, run_round, save_round
 from sam_utils.masks import mask_iou, pack_masks, unpack_masks
 from sam_utils.errors import PromptError
 from sam_utils.prompts import Prompt, load_prompt_file
@@ -227,6 +227,7 @@ class NTO3DPipeline(Pipeline):
 
     def _initial_mask(self, iteration: int) -> None:
         t0 = time.time()
+        clear_rounds(self.exp_dir / "masks")
         prompt, source = self.prompt()
         res = check_nonempty(self.segmenter().predict_cascade(prompt.view, self.images[prompt.view], prompt),
                              view=prompt.view, source=source)
@@ -241,27 +242,30 @@ class NTO3DPipeline(Pipeline):
         self._tick("initial_mask", t0)
 
     def _rolled_back(self, proj: np.ndarray, round_idx: int) -> bool:
-        """Keep the field of the round whose projection agrees best with the prompt view's mask (from round 2
-        on: round 1's field has learnt the prompt view alone); when a later one agrees `rollback_drop` less,
-        the other views have voted in surface the prompt view shows as background (a look-alike neighbour
-        that GrabCut's colours take in, round after round): the field and the labels go back to that
-        round's and lifting ends. proj (N,H,W): the round's lifted projection."""
+        """Keep the field of the round whose prompt-view projection spills least past the prompt's mask (from
+        round 2 on: round 1's field has learnt the prompt view alone); when a later one spills `rollback_spill`
+        (of the mask's area) more, the other views are voting in surface the prompt view shows as background
+        (a touching look-alike that GrabCut's colours take in, round after round): the field and the labels
+        go back to that round's and lifting ends. A projection that sheds part of the prompt's mask is not
+        judged here (the carried prompt guards the mask's interior; a segmenter's mask that took in a
+        neighbour is shed that way). proj (N,H,W): the round's lifted projection."""
         if round_idx < 2:
             return False
         pv, s, best = self.store.prompt_view, self.n.lifting, self.best
-        a = mask_iou(proj[pv] >= s.proj_threshold, self.store.masks[pv])
-        if best is not None and a < best["agreement"] - s.rollback_drop:
+        mask = self.store.masks[pv]
+        spill = float(((proj[pv] >= s.proj_threshold) & ~mask).sum() / max(1, mask.sum()))
+        if best is not None and spill > best["spill"] + s.rollback_spill:
             self.model.load_state_dict(best["model"])
             self.store.set_labels(best["labels"])
-            warning = (f"at round {round_idx} the prompt view's lifted mask agrees {a:.3f} with your prompt's "
-                       f"mask, {best['agreement']:.3f} at round {best['round']}: the other views are voting in "
-                       f"surface it shows as background; rolled back to round {best['round']}'s field")
-            self.rolled_back = {"round": round_idx, "agreement": a, "to_round": best["round"],
-                                "best_agreement": best["agreement"], "warning": warning}
+            warning = (f"at round {round_idx} the prompt view's lifted mask reaches past your prompt's mask by "
+                       f"{spill:.3f} of its area, {best['spill']:.3f} at round {best['round']}: the other views "
+                       f"are voting in surface it shows as background; rolled back to round {best['round']}'s field")
+            self.rolled_back = {"round": round_idx, "spill": spill, "to_round": best["round"],
+                                "best_spill": best["spill"], "warning": warning}
             print(f"[lift] WARNING: {warning}")
             return True
-        if best is None or a > best["agreement"]:
-            self.best = {"round": round_idx, "agreement": a, "labels": self.store.labels(),
+        if best is None or spill < best["spill"]:
+            self.best = {"round": round_idx, "spill": spill, "labels": self.store.labels(),
                          "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()}}
         return False
 

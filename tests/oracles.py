@@ -133,5 +133,5 @@ def lifting_settings(trust: SegmenterTrust, **changes) -> LiftingSettings:
     """The lifting settings of the loop tests (full-resolution projections, the oracle's trust), with changes."""
     base = dict(converge_eps=0.02, max_rounds=5, proj_threshold=0.5, n_positive=3, n_negative=3, cascade=True,
                 render_level=1, final_render_level=1, connect_voxel=3.0, connect_bridge=1, connect_edge=4.0,
-                unseen="unknown", rollback_drop=0.02)
+                unseen="unknown", rollback_spill=0.03)
     return LiftingSettings(**{**base, **changes}, per_segmenter={"oracle": trust})

@@ -77,3 +77,15 @@ def test_the_run_report_of_the_pipeline_run_has_its_plots_and_renders(run, tiny_
     for key, data in images.items():
         img = cv2.imdecode(np.frombuffer(base64.b64decode(data), np.uint8), cv2.IMREAD_COLOR)
         assert img is not None and img.shape[0] > 16 and img.std() > 1.0, key
+
+
+def test_a_fresh_run_clears_an_earlier_runs_rounds(tiny_scene, tmp_path):
+    """Re-running into the same experiment folder (no --is_continue): the old run's masks/round_NN and
+    final.json go, or its report would show a round 4 of a 3-round run."""
+    r = make(tiny_scene, tmp_path)
+    masks = r.exp_dir / "masks"
+    (masks / "round_07").mkdir(parents=True)
+    (masks / "round_07" / "report.json").write_text("{}")
+    (masks / "final.json").write_text("{}")
+    r.pipeline.next_segment(0)                 # the prompt's own mask: round 0
+    assert sorted(p.name for p in masks.iterdir()) == ["round_00"]
