@@ -96,15 +96,11 @@ class MaskStore:
         self.source, self.round_of = list(labels["source"]), np.asarray(labels["round_of"])
 
     def state_dict(self) -> dict:
-        return {"masks": pack_masks(self.masks), "accepted": self.accepted, "source": list(self.source),
-                "round_of": self.round_of, "history": self.history, "converged": self.converged,
+        return {**self.labels(), "history": self.history, "converged": self.converged,
                 "lifted": pack_masks(self.lifted)}
 
     def load_state_dict(self, state: dict) -> None:
-        self.masks = unpack_masks(state["masks"])
-        self.accepted = np.asarray(state["accepted"], dtype=bool)
-        self.source = list(state["source"])
-        self.round_of = np.asarray(state["round_of"])
+        self.set_labels(state)
         self.history = list(state["history"])
         self.converged = bool(state["converged"])
         self.lifted = unpack_masks(state["lifted"])

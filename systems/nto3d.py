@@ -65,7 +65,7 @@ class NTO3DPipeline(Pipeline):
         self.timings: dict[str, float] = {}
         self._segmenter: Segmenter | None = None
         self._trained_since: float | None = None     # wall time the current segment's training began
-        self.best: dict | None = None                # the best-agreeing round's field and labels (_rolled_back)
+        self.best: dict | None = None                # the least-spilling round's field and labels (_rolled_back)
         self.rolled_back: dict | None = None         # where lifting was rolled back, if it was
         self.images = list(ds.images.cpu().numpy())  # N x (H,W,3) uint8
         self.gt = load_gt_masks(ds, n.gt_mask_dir)

@@ -56,7 +56,7 @@ def drive(p, rounds: int):
     return after
 
 
-def test_a_round_that_lowers_the_prompt_views_agreement_is_rolled_back(tiny_scene, tmp_path):
+def test_a_round_that_spills_past_the_prompt_views_mask_is_rolled_back(tiny_scene, tmp_path):
     r = lifting_run(tiny_scene, tmp_path, max_rounds=4)
     p = r.pipeline
     pv = 0
