@@ -31,6 +31,7 @@ import cv2
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.lifting_record import stopped_run  # noqa: E402
 from bench.suite_table import markdown_table, summarize_scene  # noqa: E402
 from systems.atomic import atomic_write_text  # noqa: E402
 from datasets.synthetic_presets import PRESETS  # noqa: E402
@@ -124,7 +125,8 @@ def build_jobs(args, scenes: list[str]) -> list[Job]:
             after = f"make {s}" if f"make {s}" in made else None
             cleanup = [] if args.keep_checkpoints else [run_dir(args, s, k)]
             jobs.append(Job(f"{s} seed {k}", run_argv(args, s, k, threads), run_dir(args, s, k) / "run.log", after,
-                            extra={"scene": s, "seed": k, "cleanup": cleanup}))
+                            extra={"scene": s, "seed": k, "folder": run_dir(args, s, k),
+                                   "cleanup": cleanup}))
     return jobs
 
 
@@ -173,6 +175,19 @@ def run_jobs(jobs: list[Job], parallel: int, timeout_s: float | None, env: dict,
             running.append(j)
             print(f"[suite] start {j.name}: {shlex.join(j.argv)}", flush=True)
         time.sleep(POLL_S)
+
+
+def keep_stopped_liftings(jobs: list[Job]) -> None:
+    """A run that ended without its JSON (killed at the deadline in its target stage) but whose lifting
+    finished gets a run.json of its lifting figures, marked partial: the call's GPU time is not lost."""
+    for j in jobs:
+        folder = j.extra.get("folder")
+        if folder is None or j.rc == 0 or (folder / "run.json").is_file():
+            continue
+        rec = stopped_run(folder, j.rc)
+        if rec is not None:
+            atomic_write_text(folder / "run.json", json.dumps([{**rec, "total_s": None}], indent=1))
+            print(f"[suite] {j.name}: its lifting finished; kept as a partial run ({rec['iou_mean']} mean IoU)")
 
 
 def read_run(path: Path) -> dict | None:
@@ -276,6 +291,7 @@ def main(argv=None) -> int:
             for s in scenes:
                 (run_dir(args, s, k) / "run.json").unlink(missing_ok=True)
         run_jobs(jobs, args.parallel, args.timeout, env, None if args.deadline is None else t0 + args.deadline)
+        keep_stopped_liftings(jobs)
     summary = collect(args, scenes)
     wall = time.time() - t0
     command = shlex.join(["python", "bench/lifting_suite.py"] + list(sys.argv[1:] if argv is None else argv))

@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from bench.lifting_record import lifting_fields  # noqa: E402
 from datasets.synthetic import make_scene  # noqa: E402
 from evaluation.segmentation import segmenter_alone_ious  # noqa: E402
 from evaluation.metrics import GeometryError  # noqa: E402
@@ -95,16 +96,7 @@ def run_once(args, case: str, extra: list[str], tag: str, resume_from: Path | No
     if run.features is not None and run.features.encode_seconds:
         result["feature_encode_s"] = run.features.encode_seconds
     if store is not None and store.history:
-        rounds = [h for h in store.history if "views" in h]
-        final = next((h for h in store.history if h.get("final")), rounds[-1] if rounds else {})
-        result["rounds"], result["converged"] = len(rounds), store.converged
-        result["n_accepted"] = int(store.accepted.sum())
-        result["iou_mean"], result["iou_worst"] = final.get("iou_gt_mean"), final.get("iou_gt_worst")
-        result["iou_views"] = final.get("iou_gt")
-        result["prompt_agreement"] = [h.get("prompt_agreement") for h in rounds] + [final.get("prompt_agreement")]
-        result["rolled_back"] = final.get("rolled_back")
-        result["rounds_iou"] = [(h["round"], h.get("iou_gt_mean"), h.get("iou_gt_worst"), h["n_accepted"],
-                                 h["n_candidates"], h["mean_change"]) for h in rounds]
+        result.update(lifting_fields(store.history))
         result["alone"] = segmenter_alone(p) if resume_from is None and not args.no_alone else None  # the base run has it
         if args.propagation:
             result["propagation"] = propagation_baseline(p, exp_dir / "checkpoints")

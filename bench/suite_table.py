@@ -72,7 +72,9 @@ def _silhouette(runs: dict) -> dict | None:
 
 
 def summarize_scene(runs: dict) -> dict:
-    """runs: {network seed: bench/run.py's result dict, or None when the run failed} -> the scene's figures."""
+    """runs: {network seed: bench/run.py's result dict, or None when the run failed} -> the scene's figures.
+    A partial result (a run stopped after its lifting, bench/lifting_record.stopped_run) counts in the
+    lifting's figures, not as a finished seed."""
     lifted = _spread(_per_seed(runs, lambda r: r.get("iou_mean")))
     prop = _spread(_per_seed(runs, lambda r: _prop(r, "iou_mean")))
     prop_worst = _per_seed(runs, lambda r: _prop(r, "iou_worst"))
@@ -82,7 +84,8 @@ def summarize_scene(runs: dict) -> dict:
     won = [s for s in beats if runs[s]["iou_mean"] > prop["per_seed"][s]
            and runs[s]["iou_worst"] > prop_worst.get(s, float("inf"))]
     return {
-        "seeds": len(runs), "seeds_ok": sum(r is not None for r in runs.values()),
+        "seeds": len(runs), "seeds_ok": sum(r is not None and not r.get("partial") for r in runs.values()),
+        "partial_seeds": sorted(s for s, r in runs.items() if r is not None and r.get("partial")),
         "failed_seeds": sorted(s for s, r in runs.items() if r is None),
         "device": next((r.get("device") for r in runs.values() if r is not None and r.get("device")), None),
         "lifted": lifted, "worst_view": _worst_view(runs),
@@ -107,7 +110,8 @@ def table_row(scene: str, s: dict) -> str:
     lifted, wv, prop, alone = s["lifted"], s["worst_view"], s["propagation"], s["alone"]
     cells = [
         f"`{scene}`",
-        f"{s['seeds_ok']}/{s['seeds']}",
+        f"{s['seeds_ok']}/{s['seeds']}" + (f" (+{len(s['partial_seeds'])} stopped after lifting)"
+                                           if s.get("partial_seeds") else ""),
         "-" if lifted is None else f"{_f(lifted['median'])} / **{_f(lifted['worst'])}** (s{lifted['worst_seed']})",
         "-" if wv is None else f"{_f(wv['iou'])} (s{wv['seed']}" + ("" if wv["view"] is None else f" v{wv['view']}") + ")",
         "-" if s["rounds"] is None else _f(s["rounds"]["median"], "{:g}") + f" ({s['converged']} converged"

@@ -3,6 +3,7 @@
 runs' own JSONs."""
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import time
@@ -147,3 +148,33 @@ def test_a_scan65_folder_is_a_scene_to_run_even_when_scenes_leave_it_out():
     assert scenes("scan65", "d")[-1] == "dtu_scan65" and "border" in scenes("scan65", "d")
     with pytest.raises(SystemExit, match="--scan65"):
         scenes("scenes", ["dtu_scan65"])
+
+
+def test_a_run_stopped_after_its_lifting_keeps_its_lifting_figures(suite, tmp_path):
+    """A run killed in its target stage (no run.json) is rebuilt from the masks it wrote: the same lifting
+    figures as its finished JSON, marked partial, counted in the lifted IoU but not as a finished seed;
+    a run killed before its lifting ended (no masks/final.json) stays failed."""
+    _, root, _ = suite
+    done = json.loads((root / "exp" / "easy" / "seed0" / "run.json").read_text())[0]
+    folder = tmp_path / "easy" / "seed0"
+    shutil.copytree(root / "exp" / "easy" / "seed0", folder)
+    (folder / "run.json").unlink()
+    early = tmp_path / "easy" / "seed1"
+    shutil.copytree(root / "exp" / "easy" / "seed1", early)
+    (early / "run.json").unlink()
+    next(early.rglob("masks/final.json")).unlink()
+    jobs = [lifting_suite.Job(f"easy seed {k}", [], f / "run.log", extra={"seed": k, "folder": f})
+            for k, f in ((0, folder), (1, early))]
+    for j in jobs:
+        j.rc = -9
+    lifting_suite.keep_stopped_liftings(jobs)
+    assert not (early / "run.json").exists()
+    kept = json.loads((folder / "run.json").read_text())[0]
+    assert "rc -9" in kept["partial"] and kept["total_s"] is None
+    for key in ("iou_mean", "iou_worst", "iou_views", "rounds", "converged", "prompt_agreement", "rolled_back"):
+        assert kept[key] == done[key], key
+    assert [list(r) for r in kept["rounds_iou"]] == [list(r) for r in done["rounds_iou"]]
+    s = summarize_scene({0: kept, 1: None})
+    assert s["seeds_ok"] == 0 and s["partial_seeds"] == [0] and s["failed_seeds"] == [1]
+    assert s["lifted"]["worst"] == pytest.approx(done["iou_mean"]) and s["chamfer"] is None
+    assert table_row("easy", s).split("|")[2].strip() == "0/2 (+1 stopped after lifting)"
