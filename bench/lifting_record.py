@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from sam_utils.lifting import load_final, load_rounds
+
 
 def lifting_fields(history: list[dict]) -> dict:
     """history: the lifting's entries in order (round 0's prompt, the rounds' reports, the final masks' entry)."""
@@ -21,23 +23,15 @@ def lifting_fields(history: list[dict]) -> dict:
                             h["n_candidates"], h["mean_change"]) for h in rounds]}
 
 
-def _read(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
 def stopped_run(folder: Path, rc: int | None) -> dict | None:
     """The lifting's result of a run under folder that ended without its JSON (killed, rc), when its lifting
     finished (masks/final.json written): bench/run.py's lifting keys, `partial` saying so; else None."""
     finals = sorted(Path(folder).rglob("masks/final.json"))
-    final = _read(finals[-1]) if finals else None
+    exp_dir = finals[-1].parent.parent if finals else None
+    final = load_final(exp_dir) if exp_dir is not None else None
     if final is None:
         return None
-    masks = finals[-1].parent
-    reports = [_read(f) for f in sorted(masks.glob("round_*/report.json"))]
-    history = [r for r in reports if r is not None] + [final]
-    timings = _read(masks.parent / "timings.json")
-    return {**lifting_fields(history), "partial": f"stopped after its lifting (rc {rc})",
-            "exp_dir": str(masks.parent), **({"stages": timings} if timings else {})}
+    history = [report for _, report in load_rounds(exp_dir)] + [final]
+    timings = exp_dir / "timings.json"
+    return {**lifting_fields(history), "partial": f"stopped after its lifting (rc {rc})", "exp_dir": str(exp_dir),
+            **({"stages": json.loads(timings.read_text())} if timings.is_file() else {})}

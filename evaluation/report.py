@@ -26,6 +26,7 @@ import trimesh
 from datasets.dtu import IMAGE_EXTS
 from evaluation import report_plots as plots
 from evaluation.mesh_render import camera_from_world_mat, render_mesh, scaled_intrinsics
+from sam_utils.lifting import load_final, load_rounds
 from systems.config import Conf
 
 REPORT_NAME = "report.html"
@@ -69,17 +70,6 @@ def _images(data_dir: Path | None) -> list[Path]:
 
 
 # ------------------------------------------------------------------ sections
-def load_rounds(exp_dir: Path) -> list[tuple[Path, dict]]:
-    """(folder, report) of every masks/round_NN/ with a readable report.json, in round order."""
-    out = []
-    for folder in sorted((exp_dir / "masks").glob("round_[0-9][0-9]")):
-        try:
-            out.append((folder, json.loads((folder / "report.json").read_text())))
-        except (OSError, ValueError):
-            continue
-    return out
-
-
 def draw_prompt(image: np.ndarray, mask: np.ndarray | None, prompt: dict) -> np.ndarray:
     """The prompt (points, box) and its mask on the image; prompt coordinates are in `image`'s pixels."""
     out = image.astype(np.float32)
@@ -219,7 +209,7 @@ def write_report(exp_dir, data_dir=None, out=None, n_renders: int = N_RENDERS,
     sections = [f"<h1>NTO3D run report</h1><p>run: <code>{html.escape(str(exp_dir))}</code>"
                 f" &middot; scene: <code>{html.escape(str(data_dir))}</code> &middot; {len(images)} views</p>"]
 
-    final = _read_json(exp_dir / "masks" / "final.json") or {}
+    final = load_final(exp_dir) or {}
     if final.get("warnings"):
         sections.append('<h2>Warnings</h2><ul class="warn">' + "".join(f"<li>{html.escape(w)}</li>"
                                                                        for w in final["warnings"]) + "</ul>")

@@ -201,6 +201,26 @@ def clear_rounds(folder: Path) -> None:
     (Path(folder) / "final.json").unlink(missing_ok=True)
 
 
+def load_rounds(exp_dir: Path) -> list[tuple[Path, dict]]:
+    """(folder, report) of every masks/round_NN/ with a readable report.json, in round order."""
+    out = []
+    for folder in sorted((Path(exp_dir) / "masks").glob("round_[0-9][0-9]")):
+        try:
+            out.append((folder, json.loads((folder / "report.json").read_text())))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def load_final(exp_dir: Path) -> dict | None:
+    """masks/final.json (the final masks' entry: prompt-view agreement, warnings, IoU with ground truth),
+    None until the lifting has finished (or when unreadable)."""
+    try:
+        return json.loads((Path(exp_dir) / "masks" / "final.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def save_round(folder: Path, store: MaskStore, report: dict, images: list[np.ndarray],
                projections: np.ndarray, threshold: float) -> Path:
     """Write masks/round_NN/ (per-view PNG masks, report.json, contact sheet), whole or not at all: the

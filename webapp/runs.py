@@ -8,7 +8,6 @@ itself are converted from target.ply) and as a preview .glb with the cameras for
 """
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import subprocess
@@ -22,6 +21,7 @@ import trimesh
 
 from datasets.dtu import decompose_projection
 from models.mesh_export import export_formats
+from sam_utils.lifting import load_final
 from systems.atomic import atomic_write
 from systems.config import Conf
 from systems.progress import PROGRESS_FILE, read_progress
@@ -115,10 +115,7 @@ class RunManager:
 
 def run_warnings(exp_dir: Path) -> list[str]:
     """The lifting's warnings (masks/final.json: a rolled-back round, a prompt view that lost its mask)."""
-    try:
-        return list(json.loads((Path(exp_dir) / "masks" / "final.json").read_text()).get("warnings") or [])
-    except (OSError, ValueError):
-        return []
+    return list((load_final(exp_dir) or {}).get("warnings") or [])
 
 
 def done_text(dl: dict) -> str:
