@@ -4,7 +4,9 @@
   surface hides (an occluder in front of it). The target's surface points that other views see
   inside their masks, projected into view v, that land outside v's mask where v's own surface is
   nearer than the point (by more than depth_tol, relative): there the mask's "not target" means
-  "something in front", so the target field must not learn empty space there.
+  "something in front", so the target field must not learn empty space there. Carried a few pixels
+  over the occluder (its surface still nearer than the hidden target): target surface that no view
+  sees (its back where it touches the occluder) hides there too.
 - VisualHull: a point that projects, in some view where it lies inside the image, outside that
   view's mask is outside the target (NeuS's mask-based mesh cleaning).
 
@@ -41,21 +43,23 @@ class OcclusionTest(Surface):
     def _classify(self, X: torch.Tensor, views: list[int], masks: torch.Tensor):
         """Where X (M,3) lands in `views`, each (J,M): view, row, col; `behind` the pixel's surface (nearer
         than X); `seen` there (its surface at X's depth); `free` (every surface around the pixel, or none,
-        lies beyond X: the view sees through X); the pixel's mask. Tolerances relative to X's depth."""
+        lies beyond X: the view sees through X); the pixel's mask; X's camera depth. Tolerances relative to
+        X's depth."""
         idx, row, col, image, on, own, z = self._land(X, views)
         margin = self.tol * z.abs()
         behind, seen = on & (z - own > margin), on & ((z - own).abs() <= margin)
         free = image & (self.nearest[idx, row, col] - z > margin)
-        return idx, row, col, behind, seen, free, masks[idx, row, col]
+        return idx, row, col, behind, seen, free, masks[idx, row, col], z
 
     def _chunks(self, m: int) -> list[list[int]]:
         step = max(1, MAX_PAIRS // max(m, 1))
         return [list(range(v0, min(self.shape[0], v0 + step))) for v0 in range(0, self.shape[0] if m else 0, step)]
 
     @torch.no_grad()
-    def occluded(self, masks, grow: int) -> torch.Tensor:
+    def occluded(self, masks, grow: int, reach: int = 0) -> torch.Tensor:
         """(N,h,w) bool: pixels outside `masks` (N,h,w) bool where another view's target surface lies
-        behind this view's own surface, grown by `grow` grid pixels (never into the masks).
+        behind this view's own surface, extended `reach` grid pixels over the occluder (`_reach`), then
+        grown by `grow` grid pixels (never into the masks).
 
         The source points are the masks' interiors (eroded by one pixel) that a second view sees too
         (inside its mask, at its depth) and no view sees through: a rendered depth that mixes two
@@ -70,17 +74,35 @@ class OcclusionTest(Surface):
         through = torch.zeros(len(X), dtype=torch.bool, device=X.device)
         seen = torch.zeros(len(X), dtype=torch.long, device=X.device)
         for views in self._chunks(len(X)):
-            _, _, _, _, saw, free, label = self._classify(X, views, masks)
+            _, _, _, _, saw, free, label, _ = self._classify(X, views, masks)
             through |= free.any(0)
             seen += (saw & label).sum(0)
         X = X[~through & (seen >= 2)]
-        hit = torch.zeros((n, h, w), dtype=torch.bool, device=masks.device)
+        behind_depth = torch.full((n, h, w), float("inf"), dtype=torch.float64, device=masks.device)
         ring = dilate(masks, 1)
         for views in self._chunks(len(X)):
-            idx, row, col, behind, _, _, label = self._classify(X, views, ring)
+            idx, row, col, behind, _, _, label, z = self._classify(X, views, ring)
             behind &= ~label
-            hit[idx[behind], row[behind], col[behind]] = True
+            flat = (idx * h + row) * w + col
+            behind_depth.view(-1).scatter_reduce_(0, flat[behind], z[behind], "amin")
+        hit = self._reach(behind_depth, masks, reach)
         return dilate(hit, grow) & ~masks
+
+    def _reach(self, depth: torch.Tensor, masks: torch.Tensor, steps: int) -> torch.Tensor:
+        """The occluded pixels (finite `depth` (N,h,w): the nearest hidden target point's camera depth)
+        extended, one grid pixel a step, to neighbours outside `masks` whose own surface lies in front of
+        that depth (by more than the tolerance): the occluder goes on hiding the target there, where no
+        view saw the target's surface (its back at a contact, say), so the target field must not learn
+        empty space through it. Background (no surface) and surfaces at or behind the target stop it."""
+        hit = torch.isfinite(depth)
+        for _ in range(steps):
+            near = -F.max_pool2d(-depth[:, None], 3, stride=1, padding=1)[:, 0]     # nearest hidden depth around
+            new = ~hit & ~masks & self.valid & torch.isfinite(near) & (self.depth < near * (1.0 - self.tol))
+            if not new.any():
+                break
+            depth = torch.where(new, near, depth)
+            hit |= new
+        return hit
 
 
 class VisualHull:

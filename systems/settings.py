@@ -160,6 +160,7 @@ class TargetSettings:
     focus_fraction: float         # share of each batch drawn from the masks' grown boxes
     occlusion_level: int          # the scene's surface for the occlusion test rendered at 1/level
     occlusion_dilate: int         # occluded-target (unknown) pixels grown by this many grid pixels
+    occlusion_reach: float        # and extended over their occluder up to this share of the view's width
     depth_tol: float              # a view sees a surface point when its rendered depth agrees this well (relative)
     mesh_cut: str                 # hull (the masks' visual hull) | occupancy (the occupancy head)
     hull_dilate: int              # the masks grown by this many pixels before the hull cut
@@ -172,6 +173,8 @@ class TargetSettings:
             raise ConfigError(f"conf key 'nto3d.target.focus_fraction' must be in [0, 1], got {self.focus_fraction}")
         if self.occlusion_level < 1:
             raise ConfigError(f"conf key 'nto3d.target.occlusion_level' must be >= 1, got {self.occlusion_level}")
+        if not 0.0 <= self.occlusion_reach <= 1.0:
+            raise ConfigError(f"conf key 'nto3d.target.occlusion_reach' must be in [0, 1], got {self.occlusion_reach}")
 
 
 @dataclass

@@ -2,8 +2,9 @@
 
 - `occluded_target_masks` (or `occluded_from_surface` on a surface already rendered): after lifting,
   the pixels of each view where a foreground object hides the target (sam_utils.target_geometry's
-  OcclusionTest on the scene's rendered surface): *unknown* for the target field, neither target
-  nor empty space.
+  OcclusionTest on the scene's rendered surface), carried over the occluder to target surface that no
+  view saw (`occlusion_reach`): *unknown* for the target field, neither target nor empty space. A
+  pixel left "empty" there would carve its ray through the target's inside.
 - `target_sdf_fn`: the SDF whose zero level set is the target's mesh. `mesh_cut = hull`: the target
   field's SDF pushed outside beyond the lifted masks' visual hull (masks | unknown, grown by
   hull_dilate pixels); `occupancy`: pushed outside where the occupancy head says "not the target".
@@ -25,20 +26,21 @@ from systems.stages import INSTANCE
 def occluded_target_masks(model, dataset: DTUDataset, final: np.ndarray, t: TargetSettings, depth_tol: float,
                           chunk: int) -> np.ndarray:
     """(N,H,W) bool unknown pixels: outside `final` (N,H,W) bool, where the scene's surface (rendered at
-    1/t.occlusion_level) hides target surface that other views see; grown by t.occlusion_dilate grid pixels."""
+    1/t.occlusion_level) hides target surface that other views see; carried over the occluder up to
+    t.occlusion_reach of the width, grown by t.occlusion_dilate grid pixels."""
     _, points, valid = project_views(model, dataset, t.occlusion_level, chunk, surface=True)
-    return occluded_from_surface(points, valid, dataset, final, t.occlusion_dilate, depth_tol)
+    return occluded_from_surface(points, valid, dataset, final, t.occlusion_dilate, depth_tol, t.occlusion_reach)
 
 
 def occluded_from_surface(points: np.ndarray, valid: np.ndarray, dataset: DTUDataset, final: np.ndarray,
-                          grow: int, depth_tol: float) -> np.ndarray:
+                          grow: int, depth_tol: float, reach: float = 0.0) -> np.ndarray:
     """occluded_target_masks from an already rendered surface: points (N,h,w,3), valid (N,h,w) as
-    project_views(..., surface=True) returns them -> (N,H,W) bool."""
+    project_views(..., surface=True) returns them -> (N,H,W) bool. reach: a share of the grid's width."""
     ds = dataset
     n, h, w = valid.shape
     test = OcclusionTest(torch.from_numpy(points).to(ds.device), torch.from_numpy(valid).to(ds.device),
                          projection_matrices(ds), (ds.H, ds.W), depth_tol)
-    occ = test.occluded(downsample_masks(final, h, w), grow).cpu().numpy()
+    occ = test.occluded(downsample_masks(final, h, w), grow, int(round(reach * w))).cpu().numpy()
     unknown = np.stack([upsample(o, ds.H, ds.W, nearest=True) for o in occ]) & ~final
     share = unknown.sum((1, 2)) / max(1, ds.H * ds.W)
     print(f"[target] occluded target pixels (unknown): {int((share > 0).sum())}/{n} views, "

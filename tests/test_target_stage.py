@@ -8,6 +8,9 @@
     nor do the pixels behind which mid-air depths (of grazing rays) would hide.
 (c) The hull cut removes a blob outside the masks' visual hull, and keeps an occluded part of the target
     when the unknown pixels join the masks.
+(d) The occlusion test's reach on the `occluded` preset's exact geometry: target surface that no view
+    sees (the snowman's back at the tower) hides behind its occluder too; the reach covers it and spreads
+    over surfaces only.
 """
 import json
 import math
@@ -21,7 +24,9 @@ import trimesh
 from scipy.spatial import cKDTree
 
 from datasets.dtu import DTUDataset
+from datasets.sphere_tracer import render_view
 from datasets.synthetic import preset_views
+from datasets.synthetic_scene import Scene
 from datasets.synthetic_cameras import look_at
 from datasets.synthetic_presets import TABLE_THICKNESS_MM
 from sam_utils.target_geometry import OcclusionTest
@@ -42,13 +47,15 @@ OVERRIDES = ("train.save_every = 0", f"nto3d.target.iters = {TARGET_ITERS}", "nt
 
 def settings(**kw) -> TargetSettings:
     base = dict(iters=0, mask_weight=0.1, random_background=True, focus_fraction=0.25, occlusion_level=1,
-                occlusion_dilate=0, depth_tol=0.02, mesh_cut="hull", hull_dilate=1, mesh_occupancy_threshold=0.5)
+                occlusion_dilate=0, occlusion_reach=0.0, depth_tol=0.02, mesh_cut="hull", hull_dilate=1, mesh_occupancy_threshold=0.5)
     return TargetSettings(**{**base, **kw})
 
 
 def test_an_unknown_mesh_cut_is_refused_naming_the_key():
     with pytest.raises(ConfigError, match="nto3d.target.mesh_cut"):
         settings(mesh_cut="hul")
+    with pytest.raises(ConfigError, match="nto3d.target.occlusion_reach"):
+        settings(occlusion_reach=-0.1)
 
 
 # ---------------------------------------------------------------- the stage's batches and losses
@@ -305,3 +312,38 @@ def test_the_hull_keeps_the_occluded_target_when_the_unknown_pixels_join_the_mas
     assert cut.volume < 0.95 * volume
     r = np.linalg.norm(kept.vertices - TARGET[0], axis=1)
     assert np.abs(r - TARGET[1]).max() < 2.0 * 2.0 / res and kept.volume > 0.95 * volume
+
+
+# ---------------------------------------------------------------- (d) the occlusion test's reach
+REACH = 4                  # grid pixels: the `occluded` preset at 100x75 (synthetic.conf's share of the width)
+
+
+@pytest.fixture(scope="module")
+def occluded_preset():
+    """Exact first surfaces of the `occluded` preset (24 views 100x75), what they show, the target's silhouettes."""
+    w, h = 100, 75
+    scene, cams, centre, radius = preset_views("occluded", 24, w, h, 0, "cpu")
+    alone = Scene([scene.target])
+    full = [render_view(scene, c, w, h, centre, radius) for c in cams]
+    silhouette = np.stack([render_view(alone, c, w, h, centre, radius).hit for c in cams])
+    target = np.stack([f.object_id == scene.target_index for f in full])
+    test = OcclusionTest(torch.from_numpy(np.stack([f.points for f in full])).double(),
+                         torch.from_numpy(np.stack([f.hit for f in full])),
+                         np.stack([c.world_mat()[:3] for c in cams]), (h, w), 0.02)
+    return SimpleNamespace(test=test, target=target, hidden=silhouette & ~target,
+                           surface=np.stack([f.hit for f in full]))
+
+
+def test_the_reach_covers_target_surface_no_view_sees(occluded_preset):
+    s = occluded_preset
+    before = s.test.occluded(torch.from_numpy(s.target), 0).numpy()
+    after = s.test.occluded(torch.from_numpy(s.target), 0, REACH).numpy()
+    share = lambda u: (u & s.hidden).sum() / s.hidden.sum()    # noqa: E731
+    assert s.hidden.sum() > 500
+    assert share(before) < 0.5, "the construction must hide target surface that no view sees"
+    assert share(after) >= 0.9, f"occluded target pixels covered: {share(before):.3f} -> {share(after):.3f}"
+    added = after & ~before
+    assert not (added & s.target).any()
+    assert not (added & ~s.surface).any(), "the reach spread over pixels that show no surface (background)"
+    near = np.stack([grown(b, REACH) for b in before])
+    assert not (added & ~near).any(), "the reach went farther than its pixels"
