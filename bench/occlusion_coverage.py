@@ -20,26 +20,18 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from datasets.sphere_tracer import render_view  # noqa: E402
-from datasets.synthetic import PRESETS, preset_views  # noqa: E402
-from datasets.synthetic_scene import Scene  # noqa: E402
+from datasets.synthetic import PRESETS, exact_views  # noqa: E402
 from sam_utils.masks import downsample_masks  # noqa: E402
 from sam_utils.target_geometry import OcclusionTest  # noqa: E402
 
 GROW = 2     # synthetic.conf's occlusion_dilate
 
 
-def exact_views(preset: str, n: int, w: int, h: int):
+def exact_test(preset: str, n: int, w: int, h: int):
     """(OcclusionTest on the exact surfaces, visible target (n,h,w), occluded target (n,h,w))."""
-    scene, cams, centre, radius = preset_views(preset, n, w, h, 0, "cpu")
-    alone = Scene([scene.target])
-    full = [render_view(scene, c, w, h, centre, radius) for c in cams]
-    silhouette = np.stack([render_view(alone, c, w, h, centre, radius).hit for c in cams])
-    visible = np.stack([f.object_id == scene.target_index for f in full])
-    test = OcclusionTest(torch.from_numpy(np.stack([f.points for f in full])).double(),
-                         torch.from_numpy(np.stack([f.hit for f in full])),
-                         np.stack([c.world_mat()[:3] for c in cams]), (h, w), 0.02)
-    return test, visible, silhouette & ~visible
+    e = exact_views(preset, n, w, h)
+    test = OcclusionTest(torch.from_numpy(e.points).double(), torch.from_numpy(e.hit), e.P, (h, w), 0.02)
+    return test, e.visible, e.silhouette & ~e.visible
 
 
 def lifted_masks(path: str, h: int, w: int) -> np.ndarray:
@@ -62,7 +54,7 @@ def main() -> int:
     print("| preset | masks | reach (grid px) | occluded target px | labelled empty | unknown px | unknown, hiding no target |")
     print("|---|---|---|---|---|---|---|")
     for preset in a.presets:
-        test, visible, hidden = exact_views(preset, a.views, a.width, a.height)
+        test, visible, hidden = exact_test(preset, a.views, a.width, a.height)
         masks = lifted_masks(a.masks, a.height, a.width) if a.masks else visible
         for r in a.reach:
             u = test.occluded(torch.from_numpy(masks), GROW, r).numpy()

@@ -21,6 +21,7 @@ import json
 import pathlib
 import shutil
 import zipfile
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -34,7 +35,7 @@ from datasets.synthetic_gt import (VISIBLE_SPACING_MM, VisiblePoints, bounding_s
 from datasets.synthetic_presets import LOOK_AT_HEIGHT_MM, PRESETS, build_preset, framing
 from datasets.synthetic_scene import Scene
 
-__all__ = ["PRESETS", "BACKGROUND", "LOOK_AT_HEIGHT_MM", "make_scene", "preset_views"]
+__all__ = ["PRESETS", "BACKGROUND", "LOOK_AT_HEIGHT_MM", "ExactViews", "exact_views", "make_scene", "preset_views"]
 
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed timestamp so the npz is byte-identical across runs
 MIN_VIEW0_TARGET_PIXELS = 50       # below this the click prompt would be meaningless
@@ -133,6 +134,32 @@ def preset_views(preset: str, n_views: int, width: int, height: int, seed: int =
     zoom, look_at_z = _framing(preset, zoom, look_at_z)
     cams = make_cameras(n_views, width, height, centre, radius, view0_azimuth, look_at_z=look_at_z, zoom=zoom)
     return scene, cams, centre, radius
+
+
+@dataclass
+class ExactViews:
+    """A preset's exact first surfaces in every view, in world mm: points (N,h,w,3), hit (N,h,w), visible
+    (N,h,w) the target shown first, silhouette (N,h,w) the target's alone (occluded parts included), P (N,3,4)
+    world -> pixels."""
+
+    points: np.ndarray
+    hit: np.ndarray
+    visible: np.ndarray
+    silhouette: np.ndarray
+    P: np.ndarray
+
+
+def exact_views(preset: str, n_views: int, width: int, height: int, seed: int = 0, device="cpu") -> ExactViews:
+    """Sphere-trace a preset's views in memory (no files): the geometry the target stage's occlusion test
+    stands on, exact (tests, bench/occlusion_coverage.py)."""
+    scene, cams, centre, radius = preset_views(preset, n_views, width, height, seed, device)
+    alone = Scene([scene.target])
+    full = [render_view(scene, c, width, height, centre, radius, device) for c in cams]
+    return ExactViews(points=np.stack([f.points for f in full]), hit=np.stack([f.hit for f in full]),
+                      visible=np.stack([f.object_id == scene.target_index for f in full]),
+                      silhouette=np.stack([render_view(alone, c, width, height, centre, radius, device).hit
+                                           for c in cams]),
+                      P=np.stack([c.world_mat()[:3] for c in cams]))
 
 
 def _make_scene(preset, out, n_views, width, height, seed, gt_resolution, dev, progress, framed) -> pathlib.Path:

@@ -24,9 +24,7 @@ import trimesh
 from scipy.spatial import cKDTree
 
 from datasets.dtu import DTUDataset
-from datasets.sphere_tracer import render_view
-from datasets.synthetic import preset_views
-from datasets.synthetic_scene import Scene
+from datasets.synthetic import exact_views, preset_views
 from datasets.synthetic_cameras import look_at
 from datasets.synthetic_presets import TABLE_THICKNESS_MM
 from sam_utils.target_geometry import OcclusionTest
@@ -320,18 +318,12 @@ REACH = 4                  # grid pixels: the `occluded` preset at 100x75 (synth
 
 @pytest.fixture(scope="module")
 def occluded_preset():
-    """Exact first surfaces of the `occluded` preset (24 views 100x75), what they show, the target's silhouettes."""
+    """The occlusion test on the `occluded` preset's exact surfaces (24 views 100x75), the visible target and
+    its occluded pixels."""
     w, h = 100, 75
-    scene, cams, centre, radius = preset_views("occluded", 24, w, h, 0, "cpu")
-    alone = Scene([scene.target])
-    full = [render_view(scene, c, w, h, centre, radius) for c in cams]
-    silhouette = np.stack([render_view(alone, c, w, h, centre, radius).hit for c in cams])
-    target = np.stack([f.object_id == scene.target_index for f in full])
-    test = OcclusionTest(torch.from_numpy(np.stack([f.points for f in full])).double(),
-                         torch.from_numpy(np.stack([f.hit for f in full])),
-                         np.stack([c.world_mat()[:3] for c in cams]), (h, w), 0.02)
-    return SimpleNamespace(test=test, target=target, hidden=silhouette & ~target,
-                           surface=np.stack([f.hit for f in full]))
+    e = exact_views("occluded", 24, w, h)
+    test = OcclusionTest(torch.from_numpy(e.points).double(), torch.from_numpy(e.hit), e.P, (h, w), 0.02)
+    return SimpleNamespace(test=test, target=e.visible, hidden=e.silhouette & ~e.visible, surface=e.hit)
 
 
 def test_the_reach_covers_target_surface_no_view_sees(occluded_preset):
