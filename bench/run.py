@@ -34,8 +34,9 @@ import torch  # noqa: E402
 
 from bench.lifting_record import lifting_fields  # noqa: E402
 from datasets.synthetic import make_scene  # noqa: E402
+from datasets.synthetic_presets import PRESETS, build_preset  # noqa: E402
 from evaluation.segmentation import segmenter_alone_ious  # noqa: E402
-from evaluation.metrics import GeometryError  # noqa: E402
+from evaluation.metrics import GeometryError, load_geometry  # noqa: E402
 from evaluation.silhouette import evaluate_silhouettes  # noqa: E402
 from sam_utils.masks import mask_iou  # noqa: E402
 from systems.atomic import atomic_write_text  # noqa: E402
@@ -43,6 +44,7 @@ from systems.config import Conf  # noqa: E402
 from systems.propagation import click_propagation  # noqa: E402
 from systems.runner import build_run  # noqa: E402
 
+OFF_TARGET_MM = 5.0   # a target-mesh vertex this far inside or outside the exact target is counted off it
 
 def run_once(args, case: str, extra: list[str], tag: str, resume_from: Path | None = None) -> dict:
     """One configuration end to end; resume_from: a checkpoint to continue from (copied into this run)."""
@@ -86,6 +88,8 @@ def run_once(args, case: str, extra: list[str], tag: str, resume_from: Path | No
         masks = p.dataset.data_dir / p.n.gt_mask_dir if p.n.gt_mask_dir else None
         if mesh is not None and masks is not None and masks.is_dir():   # issue 16's check for real scans
             result["silhouette_iou"] = target_silhouette(mesh, p)
+        if mesh is not None:
+            result["off_target"] = off_target(mesh, p.dataset.data_dir)
     ev = mesh.with_suffix(".json") if mesh is not None else None
     if ev is not None and ev.is_file():
         result["chamfer"] = json.loads(ev.read_text())
@@ -101,6 +105,24 @@ def run_once(args, case: str, extra: list[str], tag: str, resume_from: Path | No
         if args.propagation:
             result["propagation"] = propagation_baseline(p, exp_dir / "checkpoints")
     return result
+
+
+def off_target(mesh: Path, data_dir: Path, mm: float = OFF_TARGET_MM) -> dict | None:
+    """Synthetic scenes: the shares of the target mesh's vertices at least `mm` inside and outside the exact
+    target (inner walls; extra surface): what a failing accuracy is made of. None for other scenes."""
+    meta = data_dir / "scene.json"
+    info = json.loads(meta.read_text()) if meta.is_file() else {}
+    if info.get("preset") not in PRESETS:
+        return None
+    try:
+        geom = load_geometry(mesh)
+    except GeometryError as e:        # no target mesh (an empty one when no target was found)
+        print(f"[bench] off target: {e}")
+        return None
+    verts = torch.as_tensor(np.asarray(geom.vertices if hasattr(geom, "vertices") else geom), dtype=torch.float32)
+    scene, _ = build_preset(info["preset"], int(info.get("seed", 0)))
+    d = scene.target.shape.sdf(verts)
+    return {"mm": mm, "inside": float((d <= -mm).float().mean()), "outside": float((d >= mm).float().mean())}
 
 
 def target_silhouette(mesh: Path, p) -> dict:

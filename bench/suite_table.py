@@ -57,7 +57,8 @@ def _chamfer(runs: dict) -> dict | None:
     worst = max(ch, key=lambda k: (ch[k], k))
     c = runs[worst]["chamfer"]
     return {"mean": statistics.fmean(ch.values()), "worst": ch[worst], "worst_seed": worst,
-            "accuracy": c.get("accuracy"), "completeness": c.get("completeness"), "per_seed": ch}
+            "accuracy": c.get("accuracy"), "completeness": c.get("completeness"), "per_seed": ch,
+            "off_target": runs[worst].get("off_target")}
 
 
 def _silhouette(runs: dict) -> dict | None:
@@ -106,6 +107,13 @@ def _f(v, fmt="{:.3f}") -> str:
     return "-" if v is None else fmt.format(v)
 
 
+def _off(off: dict | None) -> str:
+    """The worst seed's target-mesh vertices off the exact target (bench/run.off_target), or nothing."""
+    if not off:
+        return ""
+    return f"; vertices >= {off['mm']:g} mm inside / outside: {100 * off['inside']:.1f} % / {100 * off['outside']:.1f} %"
+
+
 def table_row(scene: str, s: dict) -> str:
     lifted, wv, prop, alone = s["lifted"], s["worst_view"], s["propagation"], s["alone"]
     cells = [
@@ -123,7 +131,7 @@ def table_row(scene: str, s: dict) -> str:
         f"{s['beats_propagation']['seeds']}/{s['beats_propagation']['of']}",
         "-" if not s.get("chamfer") else f"{_f(s['chamfer']['mean'])} / **{_f(s['chamfer']['worst'])}** "
                                          f"(s{s['chamfer']['worst_seed']}: {_f(s['chamfer']['accuracy'])} / "
-                                         f"{_f(s['chamfer']['completeness'])})",
+                                         f"{_f(s['chamfer']['completeness'])}{_off(s['chamfer']['off_target'])})",
         "-" if not s.get("silhouette") else f"{_f(s['silhouette']['mean'])} / **{_f(s['silhouette']['worst'])}** "
                                             f"(s{s['silhouette']['worst_seed']}) ({_f(s['silhouette']['worst_view'])})",
     ]

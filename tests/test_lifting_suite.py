@@ -10,8 +10,10 @@ import time
 
 import cv2
 import pytest
+import trimesh
 
 from bench import lifting_suite
+from bench.run import off_target
 from bench.suite_table import summarize_scene, table_row
 
 TINY = ["--scenes", "easy", "--seeds", "2", "--parallel", "2", "--threads", "1", "--views", "4", "--width", "64",
@@ -85,6 +87,22 @@ def test_summary_and_table_are_computed_from_the_run_jsons(suite):
         assert all(0.0 <= a <= 1.0 for a in runs[k]["prompt_agreement"])
 
 
+def test_off_target_counts_the_vertices_inside_and_outside_the_exact_target(suite):
+    _, root, _ = suite
+    scene = next((root / "data").glob("easy_*"))
+    gt = trimesh.load(scene / "gt" / "target.ply", process=False)
+    exact = off_target(scene / "gt" / "target.ply", scene)
+    assert exact["inside"] < 0.01 and exact["outside"] < 0.01
+    centre = gt.bounding_box.centroid
+    for factor, side in ((1.3, "outside"), (0.7, "inside")):
+        path = root / f"scaled_{factor}.ply"
+        trimesh.Trimesh((gt.vertices - centre) * factor + centre, gt.faces).export(path)
+        off = off_target(path, scene)
+        other = "inside" if side == "outside" else "outside"
+        assert off[side] > 0.3 and off[other] < 0.05, (factor, off)
+    assert off_target(scene / "gt" / "target.ply", root) is None                  # not a synthetic scene
+
+
 def test_summary_of_failed_and_losing_seeds():
     """A failed seed is counted, not averaged in; a seed wins only when its mean and worst view both beat
     click propagation's."""
@@ -103,12 +121,15 @@ def test_summary_of_failed_and_losing_seeds():
 
 
 def test_the_target_chamfer_is_the_mean_and_the_worst_seed_with_its_terms():
-    runs = {k: {"iou_mean": 0.9, "iou_worst": 0.8, "chamfer": {"overall": o, "accuracy": a, "completeness": c}}
-            for k, (o, a, c) in enumerate([(0.5, 0.4, 0.6), (0.9, 1.2, 0.6), (0.4, 0.3, 0.5)])}
+    runs = {k: {"iou_mean": 0.9, "iou_worst": 0.8, "chamfer": {"overall": o, "accuracy": a, "completeness": c},
+                "off_target": {"mm": 5.0, "inside": i, "outside": 0.0}}
+            for k, (o, a, c, i) in enumerate([(0.5, 0.4, 0.6, 0.0), (0.9, 1.2, 0.6, 0.14), (0.4, 0.3, 0.5, 0.01)])}
     runs[3] = None
-    s = summarize_scene(runs)["chamfer"]
-    assert s["mean"] == pytest.approx(0.6) and s["worst"] == 0.9 and s["worst_seed"] == 1
-    assert (s["accuracy"], s["completeness"]) == (1.2, 0.6)
+    s = summarize_scene(runs)
+    c = s["chamfer"]
+    assert c["mean"] == pytest.approx(0.6) and c["worst"] == 0.9 and c["worst_seed"] == 1
+    assert (c["accuracy"], c["completeness"]) == (1.2, 0.6)
+    assert "inside / outside: 14.0 % / 0.0 %" in table_row("occluded", s)       # the worst seed's inner walls
 
 
 def test_the_target_silhouette_is_the_mean_and_the_worst_seed_with_the_worst_view():
