@@ -33,7 +33,7 @@ def occluded_target_masks(model, dataset: DTUDataset, final: np.ndarray, t: Targ
 
 
 def occluded_from_surface(points: np.ndarray, valid: np.ndarray, dataset: DTUDataset, final: np.ndarray,
-                          grow: int, depth_tol: float, reach: float = 0.0) -> np.ndarray:
+                          grow: int, depth_tol: float, reach: float) -> np.ndarray:
     """occluded_target_masks from an already rendered surface: points (N,h,w,3), valid (N,h,w) as
     project_views(..., surface=True) returns them -> (N,H,W) bool. reach: a share of the grid's width."""
     ds = dataset
