@@ -19,18 +19,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 from datasets.synthetic import PRESETS, exact_views  # noqa: E402
 from sam_utils.masks import downsample_masks  # noqa: E402
 from sam_utils.target_geometry import OcclusionTest  # noqa: E402
+from systems.config import Conf  # noqa: E402
 
-GROW = 2     # synthetic.conf's occlusion_dilate
+CONF = Conf.from_file(ROOT / "confs" / "synthetic.conf")    # its occlusion_dilate and depth_tol
+GROW = CONF.get("nto3d.target.occlusion_dilate", int)
+DEPTH_TOL = CONF.get("nto3d.target.depth_tol", float)
 
 
 def exact_test(preset: str, n: int, w: int, h: int):
     """(OcclusionTest on the exact surfaces, visible target (n,h,w), occluded target (n,h,w))."""
     e = exact_views(preset, n, w, h)
-    test = OcclusionTest(torch.from_numpy(e.points).double(), torch.from_numpy(e.hit), e.P, (h, w), 0.02)
+    test = OcclusionTest(torch.from_numpy(e.points).double(), torch.from_numpy(e.hit), e.P, (h, w), DEPTH_TOL)
     return test, e.visible, e.silhouette & ~e.visible
 
 

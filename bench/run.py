@@ -46,6 +46,7 @@ from systems.runner import build_run  # noqa: E402
 
 OFF_TARGET_MM = 5.0   # a target-mesh vertex this far inside or outside the exact target is counted off it
 
+
 def run_once(args, case: str, extra: list[str], tag: str, resume_from: Path | None = None) -> dict:
     """One configuration end to end; resume_from: a checkpoint to continue from (copied into this run)."""
     exp_dir = Path(args.exp_root) / case / tag

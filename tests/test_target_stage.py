@@ -45,7 +45,8 @@ OVERRIDES = ("train.save_every = 0", f"nto3d.target.iters = {TARGET_ITERS}", "nt
 
 def settings(**kw) -> TargetSettings:
     base = dict(iters=0, mask_weight=0.1, random_background=True, focus_fraction=0.25, occlusion_level=1,
-                occlusion_dilate=0, occlusion_reach=0.0, depth_tol=0.02, mesh_cut="hull", hull_dilate=1, mesh_occupancy_threshold=0.5)
+                occlusion_dilate=0, occlusion_reach=0.0, depth_tol=0.02, mesh_cut="hull", hull_dilate=1,
+                mesh_occupancy_threshold=0.5)
     return TargetSettings(**{**base, **kw})
 
 
@@ -313,7 +314,7 @@ def test_the_hull_keeps_the_occluded_target_when_the_unknown_pixels_join_the_mas
 
 
 # ---------------------------------------------------------------- (d) the occlusion test's reach
-REACH = 4                  # grid pixels: the `occluded` preset at 100x75 (synthetic.conf's share of the width)
+REACH = 4                  # grid pixels at 100x75 (synthetic.conf's 0.03 of the width would be 3)
 
 
 @pytest.fixture(scope="module")

@@ -51,7 +51,7 @@ def describe(name, verts, scene, ds, P, final, unknown):
     p = torch.as_tensor(verts, dtype=torch.float32)
     names = [o.name for o in scene.objects]
     ti = next(i for i, o in enumerate(scene.objects) if o.is_target)
-    d = torch.stack([scene._object_sdf(i, p[:, 0], p[:, 1], p[:, 2], None) for i in range(len(names))], 1).abs()
+    d = torch.stack([scene.sdf(p, None, only=i) for i in range(len(names))], 1).abs()
     dt = d[:, ti]
     print(f"\n{name}: {len(verts)} vertices; bounds {verts.min(0).round(1)} .. {verts.max(0).round(1)}")
     print("  " + ", ".join(f">= {t:g} mm: {int((dt >= t).sum())}" for t in FAR_MM))
