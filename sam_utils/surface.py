@@ -39,6 +39,11 @@ class Surface:
         uv = x[..., :2] / torch.where(z.abs() < 1e-12, torch.full_like(z, 1e-12), z)[..., None]
         return (uv + 0.5) * self.scale - 0.5, z
 
+    def _chunks(self, m: int) -> list[list[int]]:
+        """The views in groups small enough that m points projected into one group stay under MAX_PAIRS."""
+        step = max(1, MAX_PAIRS // max(m, 1))
+        return [list(range(v0, min(self.shape[0], v0 + step))) for v0 in range(0, self.shape[0] if m else 0, step)]
+
     def _land(self, X: torch.Tensor, views: list[int]):
         """Where X (M,3) lands in each of `views`, all (J,M): view, grid row and col, in the image and in
         front, on a pixel that shows surface, that surface's camera depth, and X's."""

@@ -27,7 +27,7 @@ from systems.config import ConfigError
 from systems.pipeline import Pipeline
 from systems.projection import load_gt_masks, project_views, projection_matrices, upsample
 from systems.stages import INSTANCE, LiftStage, LossWeights, TargetStage
-from systems.target_supervision import occluded_target_masks, target_sdf_fn
+from systems.target_supervision import rendered_surface, target_constraints, target_sdf_fn
 from systems.trainer import Segment
 
 
@@ -61,6 +61,7 @@ class NTO3DPipeline(Pipeline):
         self.store = MaskStore(ds.n_images, ds.H, ds.W)
         self.final: np.ndarray | None = None
         self.unknown: np.ndarray | None = None       # occluded-target pixels (N,H,W), unknown to the target stage
+        self.support: np.ndarray | None = None       # the plane (4,) the target rests on (target_supervision)
         self.phase, self.phase_start = "init", 0
         self.timings: dict[str, float] = {}
         self._segmenter: Segmenter | None = None
@@ -76,6 +77,7 @@ class NTO3DPipeline(Pipeline):
                 "store": self.store.state_dict(),
                 "final": None if self.final is None else pack_masks(self.final), "timings": self.timings,
                 "unknown": None if self.unknown is None else pack_masks(self.unknown),
+                "support": None if self.support is None else self.support.tolist(),
                 "best": self.best, "rolled_back": self.rolled_back}
 
     def load_state_dict(self, state: dict) -> None:
@@ -84,6 +86,7 @@ class NTO3DPipeline(Pipeline):
         self.timings = dict(state["timings"])
         self.final = None if state["final"] is None else unpack_masks(state["final"])
         self.unknown = None if state.get("unknown") is None else unpack_masks(state["unknown"])
+        self.support = None if state.get("support") is None else np.asarray(state["support"], np.float64)
         self.best, self.rolled_back = state.get("best"), state.get("rolled_back")
         if self.phase in ("lift", "target", "done"):
             self.stage = self._stage_for(self.phase)
@@ -304,8 +307,8 @@ class NTO3DPipeline(Pipeline):
         self.final = final_masks(cut, s.proj_threshold)
         uncut_masks = final_masks(uncut, s.proj_threshold)          # before the connectivity cut, for the record
         t0 = time.time()
-        self.unknown = occluded_target_masks(self.model, self.dataset, self.final, self.n.target,
-                                             self.n.target.depth_tol, self.s.validate.render_chunk)
+        self.unknown, self.support = target_constraints(self.model, self.dataset, self.final, self.n.target,
+                                                        self.n.target.depth_tol, self.s.validate.render_chunk)
         self._tick("occlusion", t0)
         pv = self.store.prompt_view
         entry = {"final": True, "render_level": level,
@@ -345,5 +348,8 @@ class NTO3DPipeline(Pipeline):
     def _target_sdf(self, resolution: int):
         """The target field's SDF pushed outside (to one grid cell) beyond the target, as nto3d.target.mesh_cut
         says (systems/target_supervision.py); the mesh is its zero level set's largest component."""
-        return target_sdf_fn(self.model, self.dataset, self.final, self.unknown, self.n.target,
-                             2.0 * self.s.model.bound / resolution)
+        t = self.n.target
+        surface = rendered_surface(self.model, self.dataset, t, self.s.validate.render_chunk) \
+            if t.mesh_cut == "hull" and t.fill_margin > 0 else None
+        return target_sdf_fn(self.model, self.dataset, self.final, self.unknown, t,
+                             2.0 * self.s.model.bound / resolution, self.support, surface)

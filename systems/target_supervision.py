@@ -1,13 +1,16 @@
 """What the target stage learns from and how its mesh is cut, from the scene field and the lifted masks.
 
-- `occluded_target_masks` (or `occluded_from_surface` on a surface already rendered): after lifting,
+- `target_constraints` (`occluded_from_surface` on a surface already rendered): after lifting,
   the pixels of each view where a foreground object hides the target (sam_utils.target_geometry's
   OcclusionTest on the scene's rendered surface), carried over the occluder to target surface that no
   view saw (`occlusion_reach`): *unknown* for the target field, neither target nor empty space. A
-  pixel left "empty" there would carve its ray through the target's inside.
+  pixel left "empty" there would carve its ray through the target's inside. And the plane the target
+  rests on (sam_utils.support_plane): no view sees beneath it, so the target's mesh ends there.
 - `target_sdf_fn`: the SDF whose zero level set is the target's mesh. `mesh_cut = hull`: the target
   field's SDF pushed outside beyond the lifted masks' visual hull (masks | unknown, grown by
-  hull_dilate pixels); `occupancy`: pushed outside where the occupancy head says "not the target".
+  hull_dilate pixels) and under the support plane, pulled inside where every view sees the space behind
+  the target field's own surface (`rendered_surface`: cavities and inner walls no view observed);
+  `occupancy`: pushed outside where the occupancy head says "not the target".
 """
 from __future__ import annotations
 
@@ -17,24 +20,41 @@ import torch
 
 from datasets.dtu import DTUDataset
 from sam_utils.masks import downsample_masks
-from sam_utils.target_geometry import OcclusionTest, VisualHull
+from sam_utils.support_plane import support_plane
+from sam_utils.target_geometry import HiddenSpace, OcclusionTest, VisualHull
 from systems.projection import project_views, projection_matrices, upsample
 from systems.settings import TargetSettings
 from systems.stages import INSTANCE
 
 
-def occluded_target_masks(model, dataset: DTUDataset, final: np.ndarray, t: TargetSettings, depth_tol: float,
-                          chunk: int) -> np.ndarray:
-    """(N,H,W) bool unknown pixels: outside `final` (N,H,W) bool, where the scene's surface (rendered at
-    1/t.occlusion_level) hides target surface that other views see; carried over the occluder up to
-    t.occlusion_reach of the width, grown by t.occlusion_dilate grid pixels."""
+def rendered_surface(model, dataset: DTUDataset, t: TargetSettings, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+    """The field's surface per view at 1/t.occlusion_level: points (N,h,w,3), valid (N,h,w). The scene
+    field's after lifting (target_constraints), the target field's at meshing (target_sdf_fn's fill)."""
     _, points, valid = project_views(model, dataset, t.occlusion_level, chunk, surface=True)
-    return occluded_from_surface(points, valid, dataset, final, t.occlusion_dilate, depth_tol, t.occlusion_reach)
+    return points, valid
+
+
+def target_constraints(model, dataset: DTUDataset, final: np.ndarray, t: TargetSettings, depth_tol: float,
+                       chunk: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """From the scene's surface rendered at 1/t.occlusion_level, after lifting: the unknown pixels (N,H,W)
+    bool (occluded_from_surface) and the target's support plane (4,) or None (sam_utils.support_plane;
+    None where t.support_ring is 0)."""
+    points, valid = rendered_surface(model, dataset, t, chunk)
+    unknown = occluded_from_surface(points, valid, dataset, final, t.occlusion_dilate, depth_tol, t.occlusion_reach)
+    plane = None
+    if t.support_ring > 0:
+        n, h, w = valid.shape
+        centres = dataset.poses[:, :3, 3].double().cpu().numpy()
+        plane = support_plane(points, valid, downsample_masks(final, h, w), downsample_masks(unknown, h, w),
+                              centres, max(1, int(round(t.support_ring * w))), t.support_tol)
+        print("[target] support plane: " + ("none found (no cut below the target)" if plane is None else
+                                            f"n = {np.round(plane[:3], 3).tolist()}, d = {plane[3]:.4f}"))
+    return unknown, plane
 
 
 def occluded_from_surface(points: np.ndarray, valid: np.ndarray, dataset: DTUDataset, final: np.ndarray,
                           grow: int, depth_tol: float, reach: float) -> np.ndarray:
-    """occluded_target_masks from an already rendered surface: points (N,h,w,3), valid (N,h,w) as
+    """The unknown pixels from an already rendered surface: points (N,h,w,3), valid (N,h,w) as
     project_views(..., surface=True) returns them -> (N,H,W) bool. reach: a share of the grid's width."""
     ds = dataset
     n, h, w = valid.shape
@@ -58,9 +78,11 @@ def hull_masks(final: np.ndarray, unknown: np.ndarray | None, grow: int) -> np.n
 
 
 def target_sdf_fn(model, dataset: DTUDataset, final: np.ndarray, unknown: np.ndarray | None, t: TargetSettings,
-                  cell: float):
+                  cell: float, support: np.ndarray | None = None, surface: tuple | None = None):
     """sdf_fn (M,3) -> (M,1) for the target mesh: the SDF raised to at least `cell` (one grid cell) outside
-    the target, as t.mesh_cut says; the mesher then keeps the largest component."""
+    the target, as t.mesh_cut says; the mesher then keeps the largest component. mesh_cut = hull also
+    lowers it to -cell where no view saw empty space (HiddenSpace on `surface`, rendered_surface's output,
+    when t.fill_margin > 0) and raises it to the depth under the `support` plane."""
     if t.mesh_cut == "occupancy":
         occ = t.mesh_occupancy_threshold
 
@@ -69,14 +91,25 @@ def target_sdf_fn(model, dataset: DTUDataset, final: np.ndarray, unknown: np.nda
             return torch.where(out[INSTANCE] >= occ, out["sdf"], out["sdf"].clamp(min=cell))
 
         return occupancy_fn
-    hull = VisualHull(projection_matrices(dataset),
-                      torch.from_numpy(hull_masks(final, unknown, t.hull_dilate)).to(dataset.device))
+    dev = dataset.device
+    P = projection_matrices(dataset)
+    hull = VisualHull(P, torch.from_numpy(hull_masks(final, unknown, t.hull_dilate)).to(dev))
+    hidden = None
+    if surface is not None and t.fill_margin > 0:
+        hidden = HiddenSpace(torch.from_numpy(surface[0]).to(dev), torch.from_numpy(surface[1]).to(dev), P,
+                             (final.shape[1], final.shape[2]), t.fill_margin * cell)
+    plane = None if support is None else torch.as_tensor(support, dtype=torch.float32, device=dev)
 
     def hull_fn(x: torch.Tensor) -> torch.Tensor:
-        sdf = model.sdf.sdf(x)
-        near = torch.nonzero(sdf[:, 0] < cell).squeeze(1)      # only there can the cut change the value
-        out = sdf.clone()
-        out[near] = torch.where(hull.contains(x[near])[:, None], sdf[near], sdf[near].clamp(min=cell))
+        out = model.sdf.sdf(x).clone()
+        if hidden is not None:
+            open_ = torch.nonzero(out[:, 0] > -cell).squeeze(1)          # only there can the fill change it
+            fill = open_[hidden.hidden(x[open_]).to(open_.device)]
+            out[fill] = out[fill].clamp(max=-cell)
+        if plane is not None:
+            out = torch.maximum(out, -(x @ plane[:3] + plane[3])[:, None])
+        near = torch.nonzero(out[:, 0] < cell).squeeze(1)      # only there can the cut change the value
+        out[near] = torch.where(hull.contains(x[near])[:, None], out[near], out[near].clamp(min=cell))
         return out
 
     return hull_fn

@@ -1,4 +1,4 @@
-"""Shared test fixtures: repository on sys.path, the ../shared folder, a tiny generated scene."""
+"""Shared test fixtures: repository on sys.path, the ../shared folder, a tiny generated scene, exact spheres."""
 import os
 import sys
 from pathlib import Path
@@ -11,6 +11,8 @@ if str(ROOT) not in sys.path:
 SHARED = Path(os.environ.get("NTO3D_SHARED", ROOT.parent / "shared"))
 
 import torch  # noqa: E402
+
+from tests.exact_spheres import spheres as cast_spheres  # noqa: E402
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 os.environ.setdefault("TQDM_DISABLE", "1")  # keep test logs readable
@@ -32,3 +34,9 @@ def tiny_scene(tmp_path_factory):
     out = tmp_path_factory.mktemp("scenes") / "tiny_easy"
     make_scene("easy", out, n_views=8, width=96, height=72, seed=0)
     return out
+
+
+@pytest.fixture(scope="session")
+def spheres():
+    """tests/exact_spheres.py's ring of cameras around spheres in a room, cast once (read-only)."""
+    return cast_spheres()

@@ -1,4 +1,4 @@
-"""Issue 16 part 1: the object-only target field, its occlusion-aware unknown pixels and its hull-cut mesh.
+"""Issue 16 part 1: the object-only target field, its occlusion-aware unknown pixels and its support plane.
 
 (a) From a scene field that holds the exact scene (the table included), the target stage against the
     ground-truth target masks empties the table: the field's own surface keeps almost none of it, and
@@ -6,11 +6,10 @@
 (b) The occlusion test on exact geometry (spheres in a room, a ring of cameras): the pixels where an
     occluder hides the target come out unknown; the room's wall and the occluder's other pixels do not,
     nor do the pixels behind which mid-air depths (of grazing rays) would hide.
-(c) The hull cut removes a blob outside the masks' visual hull, and keeps an occluded part of the target
-    when the unknown pixels join the masks.
 (d) The occlusion test's reach on the `occluded` preset's exact geometry: target surface that no view
     sees (the snowman's back at the tower) hides behind its occluder too; the reach covers it and spreads
     over surfaces only.
+The mesh's cut (hull, fill, support plane) on exact geometry: tests/test_target_cut.py.
 """
 import json
 import math
@@ -25,14 +24,13 @@ from scipy.spatial import cKDTree
 
 from datasets.dtu import DTUDataset
 from datasets.synthetic import exact_views, preset_views
-from datasets.synthetic_cameras import look_at
 from datasets.synthetic_presets import TABLE_THICKNESS_MM
 from sam_utils.target_geometry import OcclusionTest
 from systems.outputs import extract_world_mesh
 from systems.config import ConfigError
-from systems.settings import TargetSettings
 from systems.stages import LossWeights, RaySampler, TargetStage
-from systems.target_supervision import occluded_target_masks, target_sdf_fn
+from systems.target_supervision import target_constraints
+from tests.exact_spheres import H, W, grown, settings
 from tests.runs import make_run
 
 TARGET_ITERS = 80          # target-stage iterations in (a)
@@ -40,14 +38,8 @@ PREFIT_STEPS = 150         # regression steps that put the exact scene into the 
 SKIRT_PIXELS = 3           # a table vertex farther than this many pixel footprints from the target is a skirt
 TABLE_LEFT = 0.02          # the object-only field keeps at most this share of the scene field's table surface
 NEUS_STD = math.pi / math.sqrt(3.0)   # std of NeuS's logistic density is this / inv_s
-OVERRIDES = ("train.save_every = 0", f"nto3d.target.iters = {TARGET_ITERS}", "nto3d.target.occlusion_level = 2")
-
-
-def settings(**kw) -> TargetSettings:
-    base = dict(iters=0, mask_weight=0.1, random_background=True, focus_fraction=0.25, occlusion_level=1,
-                occlusion_dilate=0, occlusion_reach=0.0, depth_tol=0.02, mesh_cut="hull", hull_dilate=1,
-                mesh_occupancy_threshold=0.5)
-    return TargetSettings(**{**base, **kw})
+OVERRIDES = ("train.save_every = 0", f"nto3d.target.iters = {TARGET_ITERS}", "nto3d.target.occlusion_level = 2",
+             "nto3d.target.fill_margin = 2.0")                 # tiny.conf leaves the fill off (its cost)
 
 
 def test_an_unknown_mesh_cut_is_refused_naming_the_key():
@@ -55,6 +47,8 @@ def test_an_unknown_mesh_cut_is_refused_naming_the_key():
         settings(mesh_cut="hul")
     with pytest.raises(ConfigError, match="nto3d.target.occlusion_reach"):
         settings(occlusion_reach=-0.1)
+    with pytest.raises(ConfigError, match="nto3d.target.fill_margin"):
+        settings(fill_margin=-1.0)
 
 
 # ---------------------------------------------------------------- the stage's batches and losses
@@ -135,8 +129,8 @@ def object_only(tiny_scene, tmp_path_factory):
         p.model.variance.variance.fill_(math.log(NEUS_STD / footprint) / 10.0)
     scene_mesh = extract_world_mesh(p.model.sdf.sdf, ds.scale_mat, 64, 0.0, 1.0, 65536, "cpu")
     p.final = read_masks(tiny_scene / "gt" / "target_mask")
-    p.unknown = occluded_target_masks(p.model, ds, p.final, p.n.target, p.n.target.depth_tol,
-                                      p.s.validate.render_chunk)
+    p.unknown, p.support = target_constraints(p.model, ds, p.final, p.n.target, p.n.target.depth_tol,
+                                              p.s.validate.render_chunk)
     # the target stage starts where a scene run ends: after the cos-anneal
     r.trainer.iteration = p.phase_start = p.s.train.cos_anneal_iters
     p.phase, p.stage = "target", p._stage_for("target")
@@ -174,70 +168,22 @@ def test_a_resumed_run_keeps_the_unknown_pixels(object_only, tiny_scene):
     again = make_run(tiny_scene, object_only.run.exp_dir, *OVERRIDES, is_continue=True, scene_only=False).pipeline
     assert again.phase == "done" and p.unknown is not None
     assert np.array_equal(again.unknown, p.unknown) and np.array_equal(again.final, p.final)
+    assert p.support is not None and np.array_equal(again.support, p.support)
 
 
-# ---------------------------------------------------------------- exact geometry: spheres, a room, a ring
-TARGET = (np.zeros(3), 0.5)
-OCCLUDER = (np.array([1.1, 0.25, 0.1]), 0.2)     # in front of the target as camera 0 sees it
-ROOM = 4.0                                       # every ray ends on the room's wall (an inside-out sphere)
-H, W, F = 60, 80, 70.0
+def test_the_support_plane_is_the_table_top(object_only):
+    """Fitted to the exact scene field's surface around the masks: the table's top, the cameras above it."""
+    o = object_only
+    ds, plane = o.run.pipeline.dataset, o.run.pipeline.support
+    s, t = float(ds.scale_mat[0, 0]), ds.scale_mat[:3, 3]
+    assert plane[2] > 0.995, f"normal {plane[:3]} is not the table's (+z)"
+    centre = o.gt.vertices.mean(0)
+    on_top = (np.array([centre[0], centre[1], o.top]) - t) / s
+    footprint = o.skirt / SKIRT_PIXELS
+    assert abs(on_top @ plane[:3] + plane[3]) * s < footprint, "the plane lies a pixel's footprint off the table top"
 
 
-def ring_cameras(n: int = 8, radius: float = 2.2, elevation_deg: float = 15.0):
-    """(K (3,3), poses (n,4,4) camera-to-world, P (n,3,4)): a ring around the target, camera 0 on +x."""
-    K = np.array([[F, 0, (W - 1) / 2], [0, F, (H - 1) / 2], [0, 0, 1.0]])
-    e = math.radians(elevation_deg)
-    poses, P = [], []
-    for a in np.linspace(0, 2 * math.pi, n, endpoint=False):
-        eye = radius * np.array([math.cos(a) * math.cos(e), math.sin(a) * math.cos(e), math.sin(e)])
-        R, t = look_at(eye, np.zeros(3))
-        pose = np.eye(4)
-        pose[:3, :3], pose[:3, 3] = R.T, eye
-        poses.append(pose)
-        P.append(K @ np.concatenate([R, t[:, None]], 1))
-    return K, np.stack(poses), np.stack(P)
-
-
-def sphere_hit(o, d, centre, r, inside: bool = False):
-    """Ray parameter (..,) of the first hit of rays o + t d (d unit) with a sphere, inf where missed."""
-    oc = o - centre
-    b = (oc * d).sum(-1)
-    disc = b * b - ((oc * oc).sum(-1) - r * r)
-    root = np.sqrt(np.maximum(disc, 0.0))
-    t = -b + root if inside else -b - root
-    return np.where((disc > 0) & (t > 0), t, np.inf)
-
-
-def cast(poses, K):
-    """Per view: surface points (n,H,W,3), what each pixel shows first (0 target, 1 occluder, 2 wall) and
-    whether its ray meets the target at all (n,H,W)."""
-    v, u = np.mgrid[0:H, 0:W]
-    d_cam = np.stack([u, v, np.ones_like(u)], -1) @ np.linalg.inv(K).T
-    points, first, meets = [], [], []
-    for pose in poses:
-        d = d_cam @ pose[:3, :3].T
-        d /= np.linalg.norm(d, axis=-1, keepdims=True)
-        o = pose[:3, 3]
-        t = np.stack([sphere_hit(o, d, *TARGET), sphere_hit(o, d, *OCCLUDER),
-                      sphere_hit(o, d, np.zeros(3), ROOM, inside=True)])
-        k = t.argmin(0)
-        points.append(o + d * np.take_along_axis(t, k[None], 0)[0][..., None])
-        first.append(k)
-        meets.append(np.isfinite(t[0]))
-    return np.stack(points), np.stack(first), np.stack(meets)
-
-
-@pytest.fixture(scope="module")
-def spheres():
-    K, poses, P = ring_cameras()
-    points, first, meets = cast(poses, K)
-    return SimpleNamespace(K=K, poses=poses, P=P, points=points, first=first, meets=meets, target=first == 0)
-
-
-def grown(mask: np.ndarray, r: int) -> np.ndarray:
-    return cv2.dilate(mask.astype(np.uint8), np.ones((2 * r + 1,) * 2, np.uint8)) > 0
-
-
+# ---------------------------------------------------------------- (b) exact geometry: spheres, a room, a ring
 def test_occluded_target_pixels_are_unknown_and_the_rest_is_not(spheres):
     s = spheres
     grow = 1
@@ -270,47 +216,6 @@ def test_mid_air_depths_in_a_mask_make_no_unknown_pixels(spheres):
     for v in range(len(s.P)):
         assert not (unknown[v] & ~grown(hidden[v], grow + 1)).any(), f"view {v}: unknown pixels off the occlusion"
     assert (unknown[0] & hidden[0]).sum() >= 0.8 * hidden[0].sum()
-
-
-# ---------------------------------------------------------------- (c) the hull cut
-def cut_mesh(spheres, final, unknown, blob, cut: bool = True):
-    """Target mesh of the exact SDF of the target sphere + a blob, cut by the masks' hull (no largest-component step)."""
-    def sdf(x):
-        d = [torch.linalg.norm(x - torch.as_tensor(c, dtype=x.dtype), dim=-1, keepdim=True) - r for c, r in
-             (TARGET, blob)]
-        return torch.minimum(*d)
-
-    model = SimpleNamespace(sdf=SimpleNamespace(sdf=sdf))
-    intr = np.tile(np.eye(4), (len(spheres.P), 1, 1))
-    intr[:, :3, :3] = spheres.K
-    ds = SimpleNamespace(intrinsics=torch.from_numpy(intr), poses=torch.from_numpy(spheres.poses), device="cpu")
-    res = 64
-    fn = target_sdf_fn(model, ds, final, unknown, settings(), 2.0 / res) if cut else sdf
-    return extract_world_mesh(fn, np.eye(4), res, 0.0, 1.0, 65536, "cpu"), res
-
-
-def test_the_hull_cut_removes_a_blob_outside_the_masks(spheres):
-    s = spheres
-    blob = (np.array([0.0, 0.8, 0.0]), 0.15)          # beside the target: outside its silhouette in side views
-    full = s.target | ((s.first == 1) & s.meets)       # the target's whole silhouettes
-    uncut, _ = cut_mesh(s, full, None, blob, cut=False)
-    assert len(uncut.split(only_watertight=False)) == 2
-    mesh, res = cut_mesh(s, full, None, blob)
-    assert len(mesh.split(only_watertight=False)) == 1 and mesh.is_watertight
-    r = np.linalg.norm(mesh.vertices - TARGET[0], axis=1)
-    assert np.abs(r - TARGET[1]).max() < 2.0 * 2.0 / res        # only the target sphere, whole
-
-
-def test_the_hull_keeps_the_occluded_target_when_the_unknown_pixels_join_the_masks(spheres):
-    s = spheres
-    no_blob = (np.array([0.0, 0.0, 3.0]), 0.01)
-    hidden = (s.first == 1) & s.meets
-    cut, res = cut_mesh(s, s.target, None, no_blob)                 # the occluded part is cut away
-    kept, _ = cut_mesh(s, s.target, hidden, no_blob)
-    volume = 4 / 3 * math.pi * TARGET[1] ** 3
-    assert cut.volume < 0.95 * volume
-    r = np.linalg.norm(kept.vertices - TARGET[0], axis=1)
-    assert np.abs(r - TARGET[1]).max() < 2.0 * 2.0 / res and kept.volume > 0.95 * volume
 
 
 # ---------------------------------------------------------------- (d) the occlusion test's reach

@@ -115,13 +115,14 @@ def _overlay_mask(shown: np.ndarray, original: np.ndarray) -> np.ndarray:
     return close & changed
 
 
-TIMER_LINE = re.compile(r"^\s*(processing\s*\|?\s*)?\d+(\.\d+)?\s*s(\s*/\s*\d+(\.\d+)?\s*s)?\s*$")
+TIMER_LINE = re.compile(r"^\s*(processing|queue:\s*\d+\s*/\s*\d+)?\s*\|?\s*"
+                        r"(\d+(\.\d+)?\s*s?\s*/\s*)?\d+(\.\d+)?\s*s\s*$")
 
 
 def _status(page) -> str:
-    """The run status as the page words it, without gradio's elapsed-time text ("0.1s"): a poll that
-    is still pending when the test reads the component shows it in front of the status on a busy
-    machine, whatever the event's show_progress says."""
+    """The run status as the page words it, without gradio's progress text ("0.1s", "queue: 1/1 | 0.1/0.1s"):
+    a poll that is still pending when the test reads the component shows it in front of the status on a
+    busy machine, whatever the event's show_progress says."""
     lines = page.locator("#run_status").inner_text().splitlines()
     return "\n".join(line for line in lines if not TIMER_LINE.match(line)).strip()
 

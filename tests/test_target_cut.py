@@ -1,0 +1,153 @@
+"""Issue 16: the target mesh's cut, on exact geometry (tests/exact_spheres.py).
+
+(c) The hull cut removes a blob outside the masks' visual hull, and keeps an occluded part of the target
+    when the unknown pixels join the masks.
+(e) The fill and the support plane: a cavity that no view sees, joined to the outside under the target,
+    is filled (and a solid target is left as it is); the plane the target rests on closes its mesh flat;
+    the plane is fitted only where the surface around the masks is one, with the cameras above it and
+    the target too.
+"""
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from sam_utils.support_plane import support_plane
+from systems.outputs import extract_world_mesh
+from systems.target_supervision import target_sdf_fn
+from tests.exact_spheres import H, TARGET, W, settings, sphere_hit
+
+
+# ---------------------------------------------------------------- (c) the hull cut
+def cut_mesh(spheres, final, unknown, blob, cut: bool = True, sdf=None, **kw):
+    """Target mesh of the exact SDF of the target sphere + a blob (or `sdf`), cut by the masks' hull (no
+    largest-component step); kw: target_sdf_fn's t (settings), support and surface."""
+    def spheres_sdf(x):
+        d = [torch.linalg.norm(x - torch.as_tensor(c, dtype=x.dtype), dim=-1, keepdim=True) - r for c, r in
+             (TARGET, blob)]
+        return torch.minimum(*d)
+
+    sdf = sdf or spheres_sdf
+    model = SimpleNamespace(sdf=SimpleNamespace(sdf=sdf))
+    intr = np.tile(np.eye(4), (len(spheres.P), 1, 1))
+    intr[:, :3, :3] = spheres.K
+    ds = SimpleNamespace(intrinsics=torch.from_numpy(intr), poses=torch.from_numpy(spheres.poses), device="cpu")
+    res = 64
+    fn = target_sdf_fn(model, ds, final, unknown, kw.pop("t", settings()), 2.0 / res, **kw) if cut else sdf
+    return extract_world_mesh(fn, np.eye(4), res, 0.0, 1.0, 65536, "cpu"), res
+
+
+def test_the_hull_cut_removes_a_blob_outside_the_masks(spheres):
+    s = spheres
+    blob = (np.array([0.0, 0.8, 0.0]), 0.15)          # beside the target: outside its silhouette in side views
+    full = s.target | ((s.first == 1) & s.meets)       # the target's whole silhouettes
+    uncut, _ = cut_mesh(s, full, None, blob, cut=False)
+    assert len(uncut.split(only_watertight=False)) == 2
+    mesh, res = cut_mesh(s, full, None, blob)
+    assert len(mesh.split(only_watertight=False)) == 1 and mesh.is_watertight
+    r = np.linalg.norm(mesh.vertices - TARGET[0], axis=1)
+    assert np.abs(r - TARGET[1]).max() < 2.0 * 2.0 / res        # only the target sphere, whole
+
+
+def test_the_hull_keeps_the_occluded_target_when_the_unknown_pixels_join_the_masks(spheres):
+    s = spheres
+    no_blob = (np.array([0.0, 0.0, 3.0]), 0.01)
+    hidden = (s.first == 1) & s.meets
+    cut, res = cut_mesh(s, s.target, None, no_blob)                 # the occluded part is cut away
+    kept, _ = cut_mesh(s, s.target, hidden, no_blob)
+    volume = 4 / 3 * math.pi * TARGET[1] ** 3
+    assert cut.volume < 0.95 * volume
+    r = np.linalg.norm(kept.vertices - TARGET[0], axis=1)
+    assert np.abs(r - TARGET[1]).max() < 2.0 * 2.0 / res and kept.volume > 0.95 * volume
+
+
+# ---------------------------------------------------------------- (e) the fill and the support plane
+def hollow_target(x):
+    """The target sphere as a shell (inner radius 0.3), open at its bottom pole (a shaft of radius 0.15 below
+    z = 0) where no ring camera looks: one piece whose cavity no view ever sees."""
+    r = torch.linalg.norm(x, dim=-1, keepdim=True)
+    shell = torch.maximum(r - TARGET[1], 0.3 - r)
+    shaft = torch.maximum(torch.linalg.norm(x[:, :2], dim=-1, keepdim=True) - 0.15, x[:, 2:])
+    return torch.maximum(shell, -shaft)
+
+
+def target_only_surface(spheres):
+    """The target field's own rendered surface in every ring view (the outer sphere): points, valid."""
+    v, u = np.mgrid[0:H, 0:W]
+    d_cam = np.stack([u, v, np.ones_like(u)], -1) @ np.linalg.inv(spheres.K).T
+    points, valid = [], []
+    for pose in spheres.poses:
+        d = d_cam @ pose[:3, :3].T
+        d /= np.linalg.norm(d, axis=-1, keepdims=True)
+        t = sphere_hit(pose[:3, 3], d, *TARGET)
+        points.append(pose[:3, 3] + d * np.where(np.isfinite(t), t, 0.0)[..., None])
+        valid.append(np.isfinite(t))
+    return np.stack(points), np.stack(valid)
+
+
+def test_the_fill_closes_a_cavity_no_view_sees(spheres):
+    """The hollow target standing on a plane through its shaft: with the fill, its mesh is the sphere cut flat
+    at the plane, no inner wall; without, the cavity stays joined to the outside through the shaft."""
+    s = spheres
+    full = s.target | ((s.first == 1) & s.meets)
+    surface = target_only_surface(s)
+    plane = np.array([0.0, 0.0, 1.0, 0.35])             # z = -0.35: through the shaft
+    hollow, res = cut_mesh(s, full, None, None, sdf=hollow_target, support=plane)
+    cell = 2.0 / res
+
+    def inner_wall(mesh):
+        r, z = np.linalg.norm(mesh.vertices, axis=1), mesh.vertices[:, 2]
+        return ((np.abs(r - TARGET[1]) > 2 * cell) & (np.abs(z + 0.35) > 2 * cell)).mean()
+
+    assert inner_wall(hollow) > 0.2, "the construction must have an inner wall joined to the outside"
+    filled, _ = cut_mesh(s, full, None, None, sdf=hollow_target, t=settings(fill_margin=2.0), support=plane,
+                         surface=surface)
+    assert inner_wall(filled) == 0, "the cavity and its shaft must be filled, the sphere kept"
+    assert filled.vertices[:, 2].min() > -0.35 - 1.5 * cell
+    assert filled.is_watertight and len(filled.split(only_watertight=False)) == 1
+    # nothing outside grows: a solid sphere comes out the same with the fill as without
+    plain, _ = cut_mesh(s, full, None, (np.array([0.0, 0.0, 3.0]), 0.01))
+    same, _ = cut_mesh(s, full, None, (np.array([0.0, 0.0, 3.0]), 0.01), t=settings(fill_margin=2.0),
+                       surface=surface)
+    assert abs(same.volume - plain.volume) < 1e-3 * plain.volume
+
+
+def test_the_support_plane_closes_the_mesh_flat_and_drops_what_lies_below(spheres):
+    s = spheres
+    full = s.target | ((s.first == 1) & s.meets)
+    below = (np.array([0.0, 0.0, -0.45]), 0.25)         # a blob reaching under the plane, inside the hull
+    plane = np.array([0.0, 0.0, 1.0, 0.2])              # z = -0.2, the cameras above it
+    mesh, res = cut_mesh(s, full, None, below, support=plane)
+    z = mesh.vertices[:, 2]
+    assert z.min() > -0.2 - 1.5 * 2.0 / res
+    bottom = mesh.vertices[np.abs(z + 0.2) < 2.0 / res]
+    assert np.linalg.norm(bottom[:, :2], axis=1).max() > 0.4, "the sphere's section at the plane must close it"
+    assert mesh.is_watertight and len(mesh.split(only_watertight=False)) == 1
+
+
+def test_a_support_plane_needs_a_plane_below_the_target_and_every_camera_above():
+    rng = np.random.default_rng(0)
+    n, h, w = 4, 40, 40
+    masks = np.zeros((n, h, w), bool)
+    masks[:, 15:25, 15:25] = True
+    points = np.empty((n, h, w, 3))
+    points[..., :2] = rng.uniform(-0.5, 0.5, (n, h, w, 2))
+    points[..., 2] = 0.1 + rng.normal(0, 1e-3, (n, h, w))              # the table at z = 0.1
+    clutter = rng.random((n, h, w)) < 0.2
+    points[clutter, 2] = rng.uniform(0.2, 0.6, clutter.sum())          # other objects around
+    points[masks, 2] = rng.uniform(0.12, 0.4, masks.sum())             # the target, above the table
+    valid, unknown = np.ones((n, h, w), bool), np.zeros((n, h, w), bool)
+    above = np.array([[1.0, 0, 2.0], [-1.0, 0, 2.0], [0, 1.0, 1.5], [0, -1.0, 1.5]])
+    plane = support_plane(points, valid, masks, unknown, above, 12, 0.005)
+    assert plane is not None and plane[2] > 0.999 and abs(plane[3] + 0.1) < 2e-3
+    assert support_plane(points, valid, masks, unknown, above * [1, 1, -1], 12, 0.005) is None   # seen from below
+    assert support_plane(points, valid, masks, unknown, np.vstack([above, [[0, 0, -1.0]]]), 12, 0.005) is None
+    sunk = points.copy()
+    sunk[masks, 2] -= 0.2                                              # the "plane" cuts through the target
+    assert support_plane(sunk, valid, masks, unknown, above, 12, 0.005) is None
+    scattered = points.copy()
+    scattered[..., 2] = rng.uniform(0.0, 0.6, (n, h, w))               # no plane around the target
+    scattered[masks, 2] = 0.7
+    assert support_plane(scattered, valid, masks, unknown, above, 12, 0.005) is None
+    assert support_plane(points, ~valid, masks, unknown, above, 12, 0.005) is None   # background only
