@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.lifting_record import stopped_run  # noqa: E402
 from bench.suite_table import markdown_table, summarize_scene  # noqa: E402
+from bench.target_cut_ab import table as cut_ab_table  # noqa: E402
 from systems.atomic import atomic_write_text  # noqa: E402
 from datasets.synthetic_presets import PRESETS  # noqa: E402
 
@@ -98,6 +99,8 @@ def run_argv(args, scene: str, seed: int, threads: int) -> list[str]:
         argv.append("--propagation")
     if args.target_iters == 0:
         argv.append("--no_mesh")                      # lifting only: no target mesh to measure
+    elif args.cut_ab:
+        argv.append("--cut_ab")
     if seed > 0:
         argv.append("--no_alone")                     # the segmenter alone is the same for every network seed
     overrides = [f"general.seed = {seed}", f"nto3d.grabcut.workers = {threads}"]
@@ -263,6 +266,8 @@ def main(argv=None) -> int:
                     help="nto3d.target.iters for every run (0: lifting only: no target stage, no mesh)")
     ap.add_argument("--override", action="append", default=[], help="HOCON line for every run")
     ap.add_argument("--no_propagation", action="store_true", help="skip the click-propagation baseline")
+    ap.add_argument("--cut_ab", action="store_true", help="each run also meshes its target with and without the "
+                    "support plane (bench/target_cut_ab.py); a second table")
     ap.add_argument("--keep_checkpoints", action="store_true", help="keep each run's checkpoints (default: "
                     "deleted when the run ends; hundreds of MB each at 800x600)")
     ap.add_argument("--data_root", default="data")
@@ -296,6 +301,10 @@ def main(argv=None) -> int:
     wall = time.time() - t0
     command = shlex.join(["python", "bench/lifting_suite.py"] + list(sys.argv[1:] if argv is None else argv))
     table = markdown_table(summary, command, args, wall if jobs else None)
+    ab = {f"{s}/seed{k}": r["cut_ab"] for s in scenes for k in range(args.seeds)
+          if (r := read_run(run_dir(args, s, k) / "run.json")) and r.get("cut_ab")}
+    if ab:
+        table += "\n\nThe target mesh's cut on the same fields (bench/target_cut_ab.py):\n\n" + cut_ab_table(ab)
     print("\n" + table)
     report = {"command": command, "wall_s": wall if jobs else None, "parallel": args.parallel, "seeds": args.seeds,
               "size": [args.views, args.width, args.height], "conf": args.conf, "scan_conf": args.scan_conf,

@@ -33,18 +33,16 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench.lifting_record import lifting_fields  # noqa: E402
+from bench.target_cut_ab import cut_ab_pipeline, off_target  # noqa: E402
 from datasets.synthetic import make_scene  # noqa: E402
-from datasets.synthetic_presets import PRESETS, build_preset  # noqa: E402
 from evaluation.segmentation import segmenter_alone_ious  # noqa: E402
-from evaluation.metrics import GeometryError, load_geometry  # noqa: E402
+from evaluation.metrics import GeometryError  # noqa: E402
 from evaluation.silhouette import evaluate_silhouettes  # noqa: E402
 from sam_utils.masks import mask_iou  # noqa: E402
 from systems.atomic import atomic_write_text  # noqa: E402
 from systems.config import Conf  # noqa: E402
 from systems.propagation import click_propagation  # noqa: E402
 from systems.runner import build_run  # noqa: E402
-
-OFF_TARGET_MM = 5.0   # a target-mesh vertex this far inside or outside the exact target is counted off it
 
 
 def run_once(args, case: str, extra: list[str], tag: str, resume_from: Path | None = None) -> dict:
@@ -91,6 +89,8 @@ def run_once(args, case: str, extra: list[str], tag: str, resume_from: Path | No
             result["silhouette_iou"] = target_silhouette(mesh, p)
         if mesh is not None:
             result["off_target"] = off_target(mesh, p.dataset.data_dir)
+        if mesh is not None and args.cut_ab:
+            result["cut_ab"] = cut_ab_pipeline(p, exp_dir / "cut_ab")
     ev = mesh.with_suffix(".json") if mesh is not None else None
     if ev is not None and ev.is_file():
         result["chamfer"] = json.loads(ev.read_text())
@@ -106,24 +106,6 @@ def run_once(args, case: str, extra: list[str], tag: str, resume_from: Path | No
         if args.propagation:
             result["propagation"] = propagation_baseline(p, exp_dir / "checkpoints")
     return result
-
-
-def off_target(mesh: Path, data_dir: Path, mm: float = OFF_TARGET_MM) -> dict | None:
-    """Synthetic scenes: the shares of the target mesh's vertices at least `mm` inside and outside the exact
-    target (inner walls; extra surface): what a failing accuracy is made of. None for other scenes."""
-    meta = data_dir / "scene.json"
-    info = json.loads(meta.read_text()) if meta.is_file() else {}
-    if info.get("preset") not in PRESETS:
-        return None
-    try:
-        geom = load_geometry(mesh)
-    except GeometryError as e:        # no target mesh (an empty one when no target was found)
-        print(f"[bench] off target: {e}")
-        return None
-    verts = torch.as_tensor(np.asarray(geom.vertices if hasattr(geom, "vertices") else geom), dtype=torch.float32)
-    scene, _ = build_preset(info["preset"], int(info.get("seed", 0)))
-    d = scene.target.shape.sdf(verts)
-    return {"mm": mm, "inside": float((d <= -mm).float().mean()), "outside": float((d >= mm).float().mean())}
 
 
 def target_silhouette(mesh: Path, p) -> dict:
@@ -226,6 +208,8 @@ def main(argv=None) -> int:
     ap.add_argument("--features_ablation", default=None, metavar="CHECKPOINT",
                     help="target stage without / with the SAM feature loss (SAM checkpoint path or 'random')")
     ap.add_argument("--no_mesh", action="store_true", help="skip the final mesh and its Chamfer (lifting-only runs)")
+    ap.add_argument("--cut_ab", action="store_true", help="also mesh the target with and without the support "
+                    "plane (bench/target_cut_ab.py), on the same fields")
     ap.add_argument("--no_alone", action="store_true", help="skip the segmenter-alone baseline (it does not depend "
                     "on the network seed: one run per scene is enough)")
     ap.add_argument("--propagation", action="store_true",

@@ -108,7 +108,7 @@ def _f(v, fmt="{:.3f}") -> str:
 
 
 def _off(off: dict | None) -> str:
-    """The worst seed's target-mesh vertices off the exact target (bench/run.off_target), or nothing."""
+    """The worst seed's target-mesh vertices off the exact target (bench/target_cut_ab.off_target), or nothing."""
     if not off:
         return ""
     return f"; vertices >= {off['mm']:g} mm inside / outside: {100 * off['inside']:.1f} % / {100 * off['outside']:.1f} %"

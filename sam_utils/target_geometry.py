@@ -7,8 +7,6 @@
   "something in front", so the target field must not learn empty space there. Carried a few pixels
   over the occluder (its surface still nearer than the hidden target): target surface that no view
   sees (its back where it touches the occluder) hides there too.
-- HiddenSpace (a surface.Surface, of the target field): the points that no view saw as empty space,
-  behind the target's surface in every view: the inside, where the target's mesh fills cavities.
 - VisualHull: a point that projects, in some view where it lies inside the image, outside that
   view's mask is outside the target (NeuS's mask-based mesh cleaning).
 
@@ -101,43 +99,6 @@ class OcclusionTest(Surface):
             depth = torch.where(new, near, depth)
             hit |= new
         return hit
-
-
-class HiddenSpace(Surface):
-    """The target field's own rendered surface (points (N,h,w,3), valid (N,h,w), P (N,3,4), full_hw): which
-    points no view ever saw as empty space. A view sees through X when X lands in its image in front of
-    the surface the view shows around X's pixel (the farthest of its 3x3 neighbours, +inf where one shows
-    none: grazing depths near a silhouette free X rather than bury it), or less than `margin` behind it.
-    A point hidden in every view that shows it (two at least), within the box of the surface they show,
-    lies inside the target: a cavity or an inner wall there is the field's guess, never observed, and
-    the target's mesh fills it."""
-
-    def __init__(self, points, valid, P, full_hw: tuple[int, int], margin: float):
-        super().__init__(points, valid, P, full_hw, 0.0)
-        far = torch.where(self.valid, self.depth, torch.full_like(self.depth, float("inf")))
-        self.farthest = F.max_pool2d(far[:, None], 3, stride=1, padding=1)[:, 0]
-        self.margin = margin
-        seen = self.points[self.valid]                       # only within the box of the surface seen is a fill
-        self.box = (seen.min(0).values, seen.max(0).values) if len(seen) else None
-
-    @torch.no_grad()
-    def hidden(self, X: torch.Tensor) -> torch.Tensor:
-        """(M,) bool for X (M,3) unit points: within the box of the surface the views show, behind it (by >
-        margin) in every view that shows X, and shown by two views at least."""
-        X = X.to(self.points.device, torch.float64)
-        out = torch.zeros(len(X), dtype=torch.bool, device=X.device)
-        if self.box is None:
-            return out
-        keep = torch.nonzero(((X >= self.box[0]) & (X <= self.box[1])).all(1)).squeeze(1)
-        Y = X[keep]
-        free = torch.zeros(len(Y), dtype=torch.bool, device=X.device)
-        shown = torch.zeros(len(Y), dtype=torch.long, device=X.device)
-        for views in self._chunks(len(Y)):
-            idx, row, col, image, _, _, z = self._land(Y, views)
-            free |= (image & (z < self.farthest[idx, row, col] + self.margin)).any(0)
-            shown += image.sum(0)
-        out[keep] = ~free & (shown >= 2)
-        return out
 
 
 class VisualHull:

@@ -27,7 +27,7 @@ from systems.config import ConfigError
 from systems.pipeline import Pipeline
 from systems.projection import load_gt_masks, project_views, projection_matrices, upsample
 from systems.stages import INSTANCE, LiftStage, LossWeights, TargetStage
-from systems.target_supervision import rendered_surface, target_constraints, target_sdf_fn
+from systems.target_supervision import target_constraints, target_sdf_fn
 from systems.trainer import Segment
 
 
@@ -307,8 +307,8 @@ class NTO3DPipeline(Pipeline):
         self.final = final_masks(cut, s.proj_threshold)
         uncut_masks = final_masks(uncut, s.proj_threshold)          # before the connectivity cut, for the record
         t0 = time.time()
-        self.unknown, self.support = target_constraints(self.model, self.dataset, self.final, self.n.target,
-                                                        self.n.target.depth_tol, self.s.validate.render_chunk)
+        self.unknown, self.support = target_constraints(
+            self.model, self.dataset, self.final, self.n.target, self.n.target.depth_tol, self.s.validate.render_chunk)
         self._tick("occlusion", t0)
         pv = self.store.prompt_view
         entry = {"final": True, "render_level": level,
@@ -349,7 +349,6 @@ class NTO3DPipeline(Pipeline):
         """The target field's SDF pushed outside (to one grid cell) beyond the target, as nto3d.target.mesh_cut
         says (systems/target_supervision.py); the mesh is its zero level set's largest component."""
         t = self.n.target
-        surface = rendered_surface(self.model, self.dataset, t, self.s.validate.render_chunk) \
-            if t.mesh_cut == "hull" and t.fill_margin > 0 else None
+        support = self.support if t.support_ring > 0 else None
         return target_sdf_fn(self.model, self.dataset, self.final, self.unknown, t,
-                             2.0 * self.s.model.bound / resolution, self.support, surface)
+                             2.0 * self.s.model.bound / resolution, support)

@@ -164,7 +164,6 @@ class TargetSettings:
     depth_tol: float              # a view sees a surface point when its rendered depth agrees this well (relative)
     mesh_cut: str                 # hull (the masks' visual hull) | occupancy (the occupancy head)
     hull_dilate: int              # the masks grown by this many pixels before the hull cut
-    fill_margin: float            # hull cut: fill what every view sees this many mesh cells behind the surface (0: off)
     support_ring: float           # hull cut: the support plane from the scene's surface this share of the width
                                   # around the masks (0: off)
     support_tol: float            # the support plane's inlier distance (unit-sphere radii)
@@ -179,7 +178,7 @@ class TargetSettings:
             raise ConfigError(f"conf key 'nto3d.target.occlusion_level' must be >= 1, got {self.occlusion_level}")
         if not 0.0 <= self.occlusion_reach <= 1.0:
             raise ConfigError(f"conf key 'nto3d.target.occlusion_reach' must be in [0, 1], got {self.occlusion_reach}")
-        for key in ("fill_margin", "support_ring", "support_tol"):
+        for key in ("support_ring", "support_tol"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"conf key 'nto3d.target.{key}' must be >= 0, got {getattr(self, key)}")
 

@@ -8,11 +8,11 @@
   rests on (sam_utils.support_plane): no view sees beneath it, so the target's mesh ends there.
 - `target_sdf_fn`: the SDF whose zero level set is the target's mesh. `mesh_cut = hull`: the target
   field's SDF pushed outside beyond the lifted masks' visual hull (masks | unknown, grown by
-  hull_dilate pixels) and under the support plane, pulled inside where every view sees the space behind
-  the target field's own surface (`rendered_surface`: cavities and inner walls no view observed);
-  `occupancy`: pushed outside where the occupancy head says "not the target".
+  hull_dilate pixels) and under the support plane; `occupancy`: pushed outside where the occupancy head says "not the target".
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -21,25 +21,24 @@ import torch
 from datasets.dtu import DTUDataset
 from sam_utils.masks import downsample_masks
 from sam_utils.support_plane import support_plane
-from sam_utils.target_geometry import HiddenSpace, OcclusionTest, VisualHull
+from sam_utils.target_geometry import OcclusionTest, VisualHull
 from systems.projection import project_views, projection_matrices, upsample
 from systems.settings import TargetSettings
 from systems.stages import INSTANCE
 
 
-def rendered_surface(model, dataset: DTUDataset, t: TargetSettings, chunk: int) -> tuple[np.ndarray, np.ndarray]:
-    """The field's surface per view at 1/t.occlusion_level: points (N,h,w,3), valid (N,h,w). The scene
-    field's after lifting (target_constraints), the target field's at meshing (target_sdf_fn's fill)."""
-    _, points, valid = project_views(model, dataset, t.occlusion_level, chunk, surface=True)
-    return points, valid
+class TargetConstraints(NamedTuple):
+    """What the target stage and its mesh take from the scene field after lifting."""
+    unknown: np.ndarray               # (N,H,W) bool: occluded-target pixels, neither target nor empty space
+    support: np.ndarray | None        # (4,) the plane the target rests on, or None
 
 
 def target_constraints(model, dataset: DTUDataset, final: np.ndarray, t: TargetSettings, depth_tol: float,
-                       chunk: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """From the scene's surface rendered at 1/t.occlusion_level, after lifting: the unknown pixels (N,H,W)
-    bool (occluded_from_surface) and the target's support plane (4,) or None (sam_utils.support_plane;
-    None where t.support_ring is 0)."""
-    points, valid = rendered_surface(model, dataset, t, chunk)
+                       chunk: int) -> TargetConstraints:
+    """From the scene's surface rendered at 1/t.occlusion_level, after lifting: the unknown pixels
+    (occluded_from_surface) and the target's support plane (sam_utils.support_plane; None where
+    t.support_ring is 0 or none is found)."""
+    _, points, valid = project_views(model, dataset, t.occlusion_level, chunk, surface=True)
     unknown = occluded_from_surface(points, valid, dataset, final, t.occlusion_dilate, depth_tol, t.occlusion_reach)
     plane = None
     if t.support_ring > 0:
@@ -49,7 +48,7 @@ def target_constraints(model, dataset: DTUDataset, final: np.ndarray, t: TargetS
                               centres, max(1, int(round(t.support_ring * w))), t.support_tol)
         print("[target] support plane: " + ("none found (no cut below the target)" if plane is None else
                                             f"n = {np.round(plane[:3], 3).tolist()}, d = {plane[3]:.4f}"))
-    return unknown, plane
+    return TargetConstraints(unknown, plane)
 
 
 def occluded_from_surface(points: np.ndarray, valid: np.ndarray, dataset: DTUDataset, final: np.ndarray,
@@ -78,11 +77,10 @@ def hull_masks(final: np.ndarray, unknown: np.ndarray | None, grow: int) -> np.n
 
 
 def target_sdf_fn(model, dataset: DTUDataset, final: np.ndarray, unknown: np.ndarray | None, t: TargetSettings,
-                  cell: float, support: np.ndarray | None = None, surface: tuple | None = None):
+                  cell: float, support: np.ndarray | None = None):
     """sdf_fn (M,3) -> (M,1) for the target mesh: the SDF raised to at least `cell` (one grid cell) outside
     the target, as t.mesh_cut says; the mesher then keeps the largest component. mesh_cut = hull also
-    lowers it to -cell where no view saw empty space (HiddenSpace on `surface`, rendered_surface's output,
-    when t.fill_margin > 0) and raises it to the depth under the `support` plane."""
+    raises it to the depth under the `support` plane (4,), where one is given."""
     if t.mesh_cut == "occupancy":
         occ = t.mesh_occupancy_threshold
 
@@ -94,18 +92,10 @@ def target_sdf_fn(model, dataset: DTUDataset, final: np.ndarray, unknown: np.nda
     dev = dataset.device
     P = projection_matrices(dataset)
     hull = VisualHull(P, torch.from_numpy(hull_masks(final, unknown, t.hull_dilate)).to(dev))
-    hidden = None
-    if surface is not None and t.fill_margin > 0:
-        hidden = HiddenSpace(torch.from_numpy(surface[0]).to(dev), torch.from_numpy(surface[1]).to(dev), P,
-                             (final.shape[1], final.shape[2]), t.fill_margin * cell)
     plane = None if support is None else torch.as_tensor(support, dtype=torch.float32, device=dev)
 
     def hull_fn(x: torch.Tensor) -> torch.Tensor:
         out = model.sdf.sdf(x).clone()
-        if hidden is not None:
-            open_ = torch.nonzero(out[:, 0] > -cell).squeeze(1)          # only there can the fill change it
-            fill = open_[hidden.hidden(x[open_]).to(open_.device)]
-            out[fill] = out[fill].clamp(max=-cell)
         if plane is not None:
             out = torch.maximum(out, -(x @ plane[:3] + plane[3])[:, None])
         near = torch.nonzero(out[:, 0] < cell).squeeze(1)      # only there can the cut change the value

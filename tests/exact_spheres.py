@@ -62,7 +62,6 @@ def cast(poses, K):
     return np.stack(points), np.stack(first), np.stack(meets)
 
 
-
 def spheres() -> SimpleNamespace:
     """The ring's cameras (K, poses, P) and their casts: points, first (0 target, 1 occluder, 2 wall), meets,
     target (the target's visible pixels)."""
@@ -78,5 +77,5 @@ def grown(mask: np.ndarray, r: int) -> np.ndarray:
 def settings(**kw) -> TargetSettings:
     base = dict(iters=0, mask_weight=0.1, random_background=True, focus_fraction=0.25, occlusion_level=1,
                 occlusion_dilate=0, occlusion_reach=0.0, depth_tol=0.02, mesh_cut="hull", hull_dilate=1,
-                fill_margin=0.0, support_ring=0.0, support_tol=0.005, mesh_occupancy_threshold=0.5)
+                support_ring=0.0, support_tol=0.005, mesh_occupancy_threshold=0.5)
     return TargetSettings(**{**base, **kw})

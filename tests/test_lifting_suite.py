@@ -7,18 +7,20 @@ import shutil
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 import trimesh
 
 from bench import lifting_suite
-from bench.run import off_target
+from bench.target_cut_ab import off_target
 from bench.suite_table import summarize_scene, table_row
 
 TINY = ["--scenes", "easy", "--seeds", "2", "--parallel", "2", "--threads", "1", "--views", "4", "--width", "64",
         "--height", "48", "--gt_resolution", "24", "--conf", "confs/tiny.conf", "--target_iters", "5",
-        "--timeout", "300"]
+        "--timeout", "300", "--cut_ab"]
 FAST = ["nto3d.warmup_iters = 10", "nto3d.round_iters = 5", "nto3d.lifting.max_rounds = 1",
         "nto3d.lifting.render_level = 2", "nto3d.lifting.final_render_level = 2", "validate.mesh_resolution = 24",
         "train.save_every = 0"]
@@ -85,6 +87,29 @@ def test_summary_and_table_are_computed_from_the_run_jsons(suite):
         assert sheet is not None and sheet.shape[:2] == png.shape[:2]        # small sheets keep their size
         assert len(runs[k]["prompt_agreement"]) == 2                      # round 1 and the final masks
         assert all(0.0 <= a <= 1.0 for a in runs[k]["prompt_agreement"])
+
+
+def test_the_cut_ab_meshes_the_same_fields_with_and_without_the_plane_and_one_is_the_runs_own_mesh(suite):
+    """--cut_ab: each run's fields meshed without and with its support plane; the variant of the run's own conf
+    (the plane, where one was found) gives the run's target mesh, vertex for vertex."""
+    _, root, summary = suite
+
+    def vertices(run: Path, pattern: str) -> np.ndarray:          # an empty mesh (no target found) loads as none
+        return np.asarray(trimesh.load(next(run.rglob(pattern)), force="mesh", process=False).vertices)
+
+    for k in (0, 1):
+        run = root / "exp" / "easy" / f"seed{k}"
+        r = json.loads((run / "run.json").read_text())[0]
+        ab = r["cut_ab"]
+        assert set(ab) >= {"none", "plane"} and ab["resolution"] == 24
+        own = vertices(run, "meshes/target.ply")
+        mine = "plane" if ab["support"] is not None else "none"
+        assert ab[mine]["vertices"] == len(own) and np.allclose(vertices(run, f"cut_ab/target_{mine}.ply"), own)
+        if ab["support"] is None:                                      # no plane found: the plane cuts nothing
+            assert ab["plane"] == ab["none"]
+        assert len(vertices(run, "cut_ab/target_none.ply")) == ab["none"]["vertices"]
+    assert "The target mesh's cut on the same fields" in summary["table"]
+    assert sum(line.startswith("| easy/seed") for line in summary["table"].splitlines()) == 4
 
 
 def test_off_target_counts_the_vertices_inside_and_outside_the_exact_target(suite):

@@ -2,10 +2,8 @@
 
 (c) The hull cut removes a blob outside the masks' visual hull, and keeps an occluded part of the target
     when the unknown pixels join the masks.
-(e) The fill and the support plane: a cavity that no view sees, joined to the outside under the target,
-    is filled (and a solid target is left as it is); the plane the target rests on closes its mesh flat;
-    the plane is fitted only where the surface around the masks is one, with the cameras above it and
-    the target too.
+(e) The support plane: the plane the target rests on closes its mesh flat; the plane is fitted only
+    where the surface around the masks is one, with the cameras above it and the target too.
 """
 import math
 from types import SimpleNamespace
@@ -16,25 +14,24 @@ import torch
 from sam_utils.support_plane import support_plane
 from systems.outputs import extract_world_mesh
 from systems.target_supervision import target_sdf_fn
-from tests.exact_spheres import H, TARGET, W, settings, sphere_hit
+from tests.exact_spheres import TARGET, settings
 
 
 # ---------------------------------------------------------------- (c) the hull cut
-def cut_mesh(spheres, final, unknown, blob, cut: bool = True, sdf=None, **kw):
-    """Target mesh of the exact SDF of the target sphere + a blob (or `sdf`), cut by the masks' hull (no
-    largest-component step); kw: target_sdf_fn's t (settings), support and surface."""
+def cut_mesh(spheres, final, unknown, blob, cut: bool = True, **kw):
+    """Target mesh of the exact SDF of the target sphere + a blob, cut by the masks' hull (no
+    largest-component step); kw: target_sdf_fn's t (settings) and support."""
     def spheres_sdf(x):
         d = [torch.linalg.norm(x - torch.as_tensor(c, dtype=x.dtype), dim=-1, keepdim=True) - r for c, r in
              (TARGET, blob)]
         return torch.minimum(*d)
 
-    sdf = sdf or spheres_sdf
-    model = SimpleNamespace(sdf=SimpleNamespace(sdf=sdf))
+    model = SimpleNamespace(sdf=SimpleNamespace(sdf=spheres_sdf))
     intr = np.tile(np.eye(4), (len(spheres.P), 1, 1))
     intr[:, :3, :3] = spheres.K
     ds = SimpleNamespace(intrinsics=torch.from_numpy(intr), poses=torch.from_numpy(spheres.poses), device="cpu")
     res = 64
-    fn = target_sdf_fn(model, ds, final, unknown, kw.pop("t", settings()), 2.0 / res, **kw) if cut else sdf
+    fn = target_sdf_fn(model, ds, final, unknown, kw.pop("t", settings()), 2.0 / res, **kw) if cut else spheres_sdf
     return extract_world_mesh(fn, np.eye(4), res, 0.0, 1.0, 65536, "cpu"), res
 
 
@@ -62,57 +59,7 @@ def test_the_hull_keeps_the_occluded_target_when_the_unknown_pixels_join_the_mas
     assert np.abs(r - TARGET[1]).max() < 2.0 * 2.0 / res and kept.volume > 0.95 * volume
 
 
-# ---------------------------------------------------------------- (e) the fill and the support plane
-def hollow_target(x):
-    """The target sphere as a shell (inner radius 0.3), open at its bottom pole (a shaft of radius 0.15 below
-    z = 0) where no ring camera looks: one piece whose cavity no view ever sees."""
-    r = torch.linalg.norm(x, dim=-1, keepdim=True)
-    shell = torch.maximum(r - TARGET[1], 0.3 - r)
-    shaft = torch.maximum(torch.linalg.norm(x[:, :2], dim=-1, keepdim=True) - 0.15, x[:, 2:])
-    return torch.maximum(shell, -shaft)
-
-
-def target_only_surface(spheres):
-    """The target field's own rendered surface in every ring view (the outer sphere): points, valid."""
-    v, u = np.mgrid[0:H, 0:W]
-    d_cam = np.stack([u, v, np.ones_like(u)], -1) @ np.linalg.inv(spheres.K).T
-    points, valid = [], []
-    for pose in spheres.poses:
-        d = d_cam @ pose[:3, :3].T
-        d /= np.linalg.norm(d, axis=-1, keepdims=True)
-        t = sphere_hit(pose[:3, 3], d, *TARGET)
-        points.append(pose[:3, 3] + d * np.where(np.isfinite(t), t, 0.0)[..., None])
-        valid.append(np.isfinite(t))
-    return np.stack(points), np.stack(valid)
-
-
-def test_the_fill_closes_a_cavity_no_view_sees(spheres):
-    """The hollow target standing on a plane through its shaft: with the fill, its mesh is the sphere cut flat
-    at the plane, no inner wall; without, the cavity stays joined to the outside through the shaft."""
-    s = spheres
-    full = s.target | ((s.first == 1) & s.meets)
-    surface = target_only_surface(s)
-    plane = np.array([0.0, 0.0, 1.0, 0.35])             # z = -0.35: through the shaft
-    hollow, res = cut_mesh(s, full, None, None, sdf=hollow_target, support=plane)
-    cell = 2.0 / res
-
-    def inner_wall(mesh):
-        r, z = np.linalg.norm(mesh.vertices, axis=1), mesh.vertices[:, 2]
-        return ((np.abs(r - TARGET[1]) > 2 * cell) & (np.abs(z + 0.35) > 2 * cell)).mean()
-
-    assert inner_wall(hollow) > 0.2, "the construction must have an inner wall joined to the outside"
-    filled, _ = cut_mesh(s, full, None, None, sdf=hollow_target, t=settings(fill_margin=2.0), support=plane,
-                         surface=surface)
-    assert inner_wall(filled) == 0, "the cavity and its shaft must be filled, the sphere kept"
-    assert filled.vertices[:, 2].min() > -0.35 - 1.5 * cell
-    assert filled.is_watertight and len(filled.split(only_watertight=False)) == 1
-    # nothing outside grows: a solid sphere comes out the same with the fill as without
-    plain, _ = cut_mesh(s, full, None, (np.array([0.0, 0.0, 3.0]), 0.01))
-    same, _ = cut_mesh(s, full, None, (np.array([0.0, 0.0, 3.0]), 0.01), t=settings(fill_margin=2.0),
-                       surface=surface)
-    assert abs(same.volume - plain.volume) < 1e-3 * plain.volume
-
-
+# ---------------------------------------------------------------- (e) the support plane
 def test_the_support_plane_closes_the_mesh_flat_and_drops_what_lies_below(spheres):
     s = spheres
     full = s.target | ((s.first == 1) & s.meets)

@@ -9,7 +9,7 @@
 (d) The occlusion test's reach on the `occluded` preset's exact geometry: target surface that no view
     sees (the snowman's back at the tower) hides behind its occluder too; the reach covers it and spreads
     over surfaces only.
-The mesh's cut (hull, fill, support plane) on exact geometry: tests/test_target_cut.py.
+The mesh's cut (hull, support plane) on exact geometry: tests/test_target_cut.py.
 """
 import json
 import math
@@ -38,8 +38,7 @@ PREFIT_STEPS = 150         # regression steps that put the exact scene into the 
 SKIRT_PIXELS = 3           # a table vertex farther than this many pixel footprints from the target is a skirt
 TABLE_LEFT = 0.02          # the object-only field keeps at most this share of the scene field's table surface
 NEUS_STD = math.pi / math.sqrt(3.0)   # std of NeuS's logistic density is this / inv_s
-OVERRIDES = ("train.save_every = 0", f"nto3d.target.iters = {TARGET_ITERS}", "nto3d.target.occlusion_level = 2",
-             "nto3d.target.fill_margin = 2.0")                 # tiny.conf leaves the fill off (its cost)
+OVERRIDES = ("train.save_every = 0", f"nto3d.target.iters = {TARGET_ITERS}", "nto3d.target.occlusion_level = 2")
 
 
 def test_an_unknown_mesh_cut_is_refused_naming_the_key():
@@ -47,8 +46,8 @@ def test_an_unknown_mesh_cut_is_refused_naming_the_key():
         settings(mesh_cut="hul")
     with pytest.raises(ConfigError, match="nto3d.target.occlusion_reach"):
         settings(occlusion_reach=-0.1)
-    with pytest.raises(ConfigError, match="nto3d.target.fill_margin"):
-        settings(fill_margin=-1.0)
+    with pytest.raises(ConfigError, match="nto3d.target.support_ring"):
+        settings(support_ring=-1.0)
 
 
 # ---------------------------------------------------------------- the stage's batches and losses
