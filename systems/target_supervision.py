@@ -8,7 +8,8 @@
   rests on (sam_utils.support_plane): no view sees beneath it, so the target's mesh ends there.
 - `target_sdf_fn`: the SDF whose zero level set is the target's mesh. `mesh_cut = hull`: the target
   field's SDF pushed outside beyond the lifted masks' visual hull (masks | unknown, grown by
-  hull_dilate pixels) and under the support plane; `occupancy`: pushed outside where the occupancy head says "not the target".
+  hull_dilate pixels) and under the support plane; `occupancy`: pushed outside where the occupancy head
+  says "not the target".
 """
 from __future__ import annotations
 
