@@ -3,14 +3,17 @@
 (c) The hull cut removes a blob outside the masks' visual hull, and keeps an occluded part of the target
     when the unknown pixels join the masks.
 (e) The support plane: the plane the target rests on closes its mesh flat; the plane is fitted only
-    where the surface around the masks is one, with the cameras above it and the target too.
+    where the surface around the masks is one, with the cameras above it and the target too; on the
+    presets' exact surfaces it is their table top.
 """
 import math
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import torch
 
+from datasets.synthetic import exact_views, preset_views
 from sam_utils.support_plane import support_plane
 from systems.outputs import extract_world_mesh
 from systems.target_supervision import target_sdf_fn
@@ -98,3 +101,17 @@ def test_a_support_plane_needs_a_plane_below_the_target_and_every_camera_above()
     scattered[masks, 2] = 0.7
     assert support_plane(scattered, valid, masks, unknown, above, 12, 0.005) is None
     assert support_plane(points, ~valid, masks, unknown, above, 12, 0.005) is None   # background only
+
+
+@pytest.mark.parametrize("preset", ["twotone", "border", "occluded"])
+def test_the_support_plane_of_the_exact_scenes_is_their_table_top(preset):
+    """On a preset's exact surfaces (sphere-traced, 12 views 100x75) the plane is the table top, z = 0 mm: the
+    house's large footprint (twotone), a target cut by the frame (border), an occluder beside it (occluded)."""
+    n, w, h = 12, 100, 75
+    e = exact_views(preset, n, w, h)
+    radius = preset_views(preset, n, w, h, 0, "cpu")[3]
+    centres = np.stack([-np.linalg.solve(p[:, :3], p[:, 3]) for p in e.P])
+    plane = support_plane(e.points.astype(np.float64), e.hit, e.visible, np.zeros_like(e.visible), centres, 8,
+                          0.005 * radius)
+    assert plane is not None and plane[2] > math.cos(math.radians(0.5)), f"{preset}: normal {plane}"
+    assert abs(plane[3] / plane[2]) < 0.5, f"{preset}: the plane lies {-plane[3] / plane[2]:.2f} mm off the table top"
