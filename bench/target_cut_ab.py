@@ -28,6 +28,7 @@ import torch  # noqa: E402
 
 from datasets.synthetic_presets import PRESETS, build_preset  # noqa: E402
 from evaluation.metrics import GeometryError, chamfer_files, load_geometry  # noqa: E402
+from sam_utils.support_plane import to_world  # noqa: E402
 from systems.atomic import atomic_write, atomic_write_text  # noqa: E402
 from systems.config import Conf  # noqa: E402
 from systems.outputs import extract_world_mesh  # noqa: E402
@@ -61,9 +62,9 @@ def support_world(plane: np.ndarray | None, scale_mat: np.ndarray, data_dir: Pat
     (whose table top is z = 0) "z_mm": the plane's lowest and highest z under the exact target's footprint."""
     if plane is None:
         return None
-    s, shift = float(scale_mat[0, 0]), np.asarray(scale_mat[:3, 3], np.float64)
-    n, d = np.asarray(plane[:3], np.float64), s * float(plane[3]) - float(np.dot(plane[:3], shift))
-    out = {"plane": [round(float(x), 5) for x in (*n, d)]}
+    world = to_world(plane, scale_mat)
+    n, d = world[:3], world[3]
+    out = {"plane": [round(float(x), 5) for x in world]}
     gt = data_dir / "gt" / "target.ply"
     if (data_dir / "scene.json").is_file() and gt.is_file():
         v = np.asarray(load_geometry(gt).vertices)

@@ -279,7 +279,7 @@ def _read_json(path: Path):
 
 def _summary(reports: list[dict], final: dict, exp_dir: Path) -> dict:
     """The lifting's rounds and its final masks (masks/final.json: prompt-view agreement, IoU with ground
-    truth, the round rolled back to), the run's seconds."""
+    truth, the round rolled back to, the support plane), the run's seconds."""
     lifting = [r for r in reports if "views" in r]
     out: dict = {}
     if lifting:
@@ -293,6 +293,10 @@ def _summary(reports: list[dict], final: dict, exp_dir: Path) -> dict:
         out.update(iou_gt_mean=final["iou_gt_mean"], iou_gt_worst=final["iou_gt_worst"])
     if final.get("rolled_back"):
         out["rolled_back_to_round"] = final["rolled_back"]["to_round"]
+    if "support_plane" in final:     # where the target's mesh ends below (world units), or that it is not cut
+        plane = final["support_plane"]
+        out["support_plane"] = "none found (mesh not cut below)" if plane is None else \
+            f"n = ({plane[0]:.3f}, {plane[1]:.3f}, {plane[2]:.3f}), d = {plane[3]:.2f}"
     timings = _read_json(exp_dir / "timings.json")
     if timings:
         out["seconds"] = float(sum(v for v in timings.values() if isinstance(v, (int, float))))

@@ -77,3 +77,11 @@ def support_plane(points: np.ndarray, valid: np.ndarray, masks: np.ndarray, unkn
     inner = dilate(torch.from_numpy(np.ascontiguousarray(masks)), -1).numpy() & valid
     below = points[inner] @ plane[:3] + plane[3] < -tol
     return plane if below.size and below.mean() <= TARGET_BELOW else None
+
+
+def to_world(plane: np.ndarray, scale_mat: np.ndarray) -> np.ndarray:
+    """A plane (4,) in unit coordinates -> the same plane in world units (scale_mat: unit -> world, a uniform
+    scale and a shift): n . x + d = 0 with |n| = 1, its height above the plane in world units."""
+    s, shift = float(scale_mat[0, 0]), np.asarray(scale_mat[:3, 3], np.float64)
+    n = np.asarray(plane[:3], np.float64)
+    return np.append(n, s * float(plane[3]) - float(n @ shift))

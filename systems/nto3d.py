@@ -21,6 +21,7 @@ from sam_utils.errors import PromptError
 from sam_utils.prompts import Prompt, load_prompt_file
 from sam_utils.segmenter import Segmenter, check_nonempty
 from sam_utils.segmenters import build_segmenter
+from sam_utils.support_plane import to_world as plane_to_world
 from sam_utils.surface import Surface, carried_labels
 from systems.atomic import atomic_write_text
 from systems.config import ConfigError
@@ -314,7 +315,9 @@ class NTO3DPipeline(Pipeline):
         entry = {"final": True, "render_level": level,
                  "prompt_agreement": mask_iou(self.final[pv], self.store.masks[pv]),
                  "uncut_prompt_agreement": mask_iou(uncut_masks[pv], self.store.masks[pv]),
-                 "rolled_back": self.rolled_back}
+                 "rolled_back": self.rolled_back,
+                 "support_plane": None if self.support is None else    # world units: n . x + d, the mesh's floor
+                 [round(float(v), 5) for v in plane_to_world(self.support, self.dataset.scale_mat)]}
         self.best = None                                 # the field is final: no checkpoint carries a copy
         entry["warnings"] = [self.rolled_back["warning"]] if self.rolled_back else []
         if entry["prompt_agreement"] < PROMPT_AGREEMENT_WARN:

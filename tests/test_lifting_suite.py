@@ -17,6 +17,7 @@ import trimesh
 from bench import lifting_suite
 from bench.target_cut_ab import off_target
 from bench.suite_table import summarize_scene, table_row
+from evaluation.report import write_report
 
 TINY = ["--scenes", "easy", "--seeds", "2", "--parallel", "2", "--threads", "1", "--views", "4", "--width", "64",
         "--height", "48", "--gt_resolution", "24", "--conf", "confs/tiny.conf", "--target_iters", "5",
@@ -107,6 +108,11 @@ def test_the_cut_ab_meshes_the_same_fields_with_and_without_the_plane_and_one_is
         assert ab[mine]["vertices"] == len(own) and np.allclose(vertices(run, f"cut_ab/target_{mine}.ply"), own)
         if ab["support"] is None:                                      # no plane found: the plane cuts nothing
             assert ab["plane"] == ab["none"]
+        record = next(run.rglob("masks/final.json"))                         # the run's record of its plane
+        final = json.loads(record.read_text())
+        assert final["support_plane"] == (None if ab["support"] is None else ab["support"]["plane"])
+        page = write_report(record.parent.parent, n_renders=0).read_text()
+        assert "support_plane" in page and ("none found" in page) == (ab["support"] is None)
         assert len(vertices(run, "cut_ab/target_none.ply")) == ab["none"]["vertices"]
     assert "The target mesh's cut on the same fields" in summary["table"]
     assert sum(line.startswith("| easy/seed") for line in summary["table"].splitlines()) == 4

@@ -25,6 +25,7 @@ from scipy.spatial import cKDTree
 from datasets.dtu import DTUDataset
 from datasets.synthetic import exact_views, preset_views
 from datasets.synthetic_presets import TABLE_THICKNESS_MM
+from sam_utils.support_plane import to_world as plane_to_world
 from sam_utils.target_geometry import OcclusionTest
 from systems.outputs import extract_world_mesh
 from systems.config import ConfigError
@@ -180,6 +181,10 @@ def test_the_support_plane_is_the_table_top(object_only):
     on_top = (np.array([centre[0], centre[1], o.top]) - t) / s
     footprint = o.skirt / SKIRT_PIXELS
     assert abs(on_top @ plane[:3] + plane[3]) * s < footprint, "the plane lies a pixel's footprint off the table top"
+    world = plane_to_world(plane, np.asarray(ds.scale_mat))              # the report's plane, in millimetres
+    X = np.random.default_rng(0).normal(scale=50.0, size=(20, 3)) + centre
+    assert np.allclose(X @ world[:3] + world[3], s * ((X - t) / s @ plane[:3] + plane[3]))
+    assert abs(world[3] / world[2] + o.top) < footprint                  # z = the table top
 
 
 # ---------------------------------------------------------------- (b) exact geometry: spheres, a room, a ring
