@@ -139,7 +139,7 @@ def main() -> int:
         name = exp.resolve().parent.name + "/" + exp.name
         rows[name] = cut_ab(exp, (a.out / name) if a.out else exp / "cut_ab", a.resolution, a.gpu)
         print(f"[cut_ab] {name}: support plane {rows[name]['support']}, " + ", ".join(
-            f"{k} {rows[name][k]['chamfer']['overall']:.3f}" for k in VARIANTS if rows[name].get(k, {}).get("chamfer")))
+            f"{k} {rows[name][k]['chamfer']['overall']:.3f}" for k in VARIANTS if rows[name][k]["chamfer"]))
     print(table(rows))
     if a.json:
         atomic_write_text(a.json, json.dumps(rows, indent=2))

@@ -91,8 +91,7 @@ def target_sdf_fn(model, dataset: DTUDataset, final: np.ndarray, unknown: np.nda
 
         return occupancy_fn
     dev = dataset.device
-    P = projection_matrices(dataset)
-    hull = VisualHull(P, torch.from_numpy(hull_masks(final, unknown, t.hull_dilate)).to(dev))
+    hull = VisualHull(projection_matrices(dataset), torch.from_numpy(hull_masks(final, unknown, t.hull_dilate)).to(dev))
     plane = None if support is None else torch.as_tensor(support, dtype=torch.float32, device=dev)
 
     def hull_fn(x: torch.Tensor) -> torch.Tensor:
