@@ -1,11 +1,12 @@
-"""The target mesh's cut, A/B on one finished run: the same fields meshed with and without the support plane
-(systems/target_supervision.target_sdf_fn), so it is measured without training twice; and `off_target`,
+"""The target mesh's cut, A/B on one finished run: the same fields meshed without the support plane, cut by
+it (systems/target_supervision.target_sdf_fn) and also filled where it encloses space (models.mesh.fill_enclosed:
+the run's own), so it is measured without training twice; and `off_target`,
 what a synthetic target mesh holds that is not the target.
 
     python bench/target_cut_ab.py EXP_DIR [EXP_DIR ...] [--resolution R] [--out DIR] [--json FILE]
 
 EXP_DIR: a finished NTO3D run (its config.conf and last checkpoint, phase "done"). Per run and variant
-(none, plane): Chamfer against the scene's gt/ (the run's eval spacing), and on synthetic scenes the
+(none, plane, fill): Chamfer against the scene's gt/ (the run's eval spacing), and on synthetic scenes the
 shares of vertices >= 5 mm inside / outside the exact target (off_target), the vertex count and the
 meshing time; the plane in world units, and on synthetic scenes its height under the exact target (the
 table top is z = 0). Meshes go to DIR/<run name>/target_<variant>.ply (default: a `cut_ab` folder inside
@@ -35,7 +36,7 @@ from systems.outputs import extract_world_mesh  # noqa: E402
 from systems.runner import build_run, resolve_device  # noqa: E402
 from systems.target_supervision import target_sdf_fn  # noqa: E402
 
-VARIANTS = ("none", "plane")
+VARIANTS = ("none", "plane", "fill")
 OFF_TARGET_MM = 5.0   # a target-mesh vertex this far inside or outside the exact target is counted off it
 
 
@@ -86,7 +87,7 @@ def cut_ab(exp_dir: Path, out: Path, resolution: int | None = None, gpu: int = 0
 def cut_ab_pipeline(p, out: Path, resolution: int | None = None) -> dict:
     """{variant: {"chamfer", "off_target", "vertices", "watertight", "mesh_s"}}, "support" (the plane,
     support_world) and "resolution", for an NTO3D pipeline after its target stage. No plane found: the
-    "plane" variant is the "none" one."""
+    "plane" and "fill" variants are the "none" one."""
     t, ds, v = p.n.target, p.dataset, p.s.validate
     if t.mesh_cut != "hull":
         raise SystemExit(f"nto3d.target.mesh_cut is {t.mesh_cut!r}; the support plane cuts the hull's mesh")
@@ -96,9 +97,10 @@ def cut_ab_pipeline(p, out: Path, resolution: int | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     for name in VARIANTS if p.support is not None else VARIANTS[:1]:
         t0 = time.time()
-        fn = target_sdf_fn(p.model, ds, p.final, p.unknown, t, cell, p.support if name == "plane" else None)
+        plane = None if name == "none" else p.support
+        fn = target_sdf_fn(p.model, ds, p.final, p.unknown, t, cell, plane)
         mesh = extract_world_mesh(fn, ds.scale_mat, res, v.mesh_threshold, p.s.model.bound, v.mesh_chunk, ds.device,
-                                  keep_largest=True)
+                                  keep_largest=True, support=plane if name == "fill" else None)
         mesh_s = time.time() - t0
         path = out / f"target_{name}.ply"
         atomic_write(path, lambda tmp: mesh.export(tmp, file_type="ply"))
@@ -107,7 +109,8 @@ def cut_ab_pipeline(p, out: Path, resolution: int | None = None) -> dict:
             if (gt / "target.ply").is_file() and len(mesh.faces) else None
         result[name] = {"chamfer": chamfer, "off_target": off_target(path, ds.data_dir),
                         "vertices": len(mesh.vertices), "watertight": bool(mesh.is_watertight), "mesh_s": mesh_s}
-    result.setdefault("plane", result["none"])
+    for name in VARIANTS[1:]:
+        result.setdefault(name, result["none"])
     return result
 
 

@@ -7,6 +7,7 @@ import mcubes
 import numpy as np
 import torch
 import trimesh
+from scipy import ndimage
 
 
 @torch.no_grad()
@@ -38,6 +39,29 @@ def marching_cubes(values: np.ndarray, threshold: float, bound_min, bound_max) -
     lo, hi = np.asarray(bound_min, np.float64), np.asarray(bound_max, np.float64)
     verts = verts / (res - 1) * (hi - lo) + lo
     return trimesh.Trimesh(verts, faces, process=False)
+
+
+def fill_enclosed(values: np.ndarray, threshold: float, bound_min, bound_max, plane: np.ndarray) -> np.ndarray:
+    """Space enclosed by the surface and the plane (4,) (n.x + d < 0 below it) made inside: no view sees into
+    it (the inside of an object standing on a table), so whatever the field left there is a guess. Its values
+    become threshold minus the height above the plane: the mesh closes on the plane, without inner walls.
+    (R,R,R) in; a copy out where something was enclosed. Free space joins across edges and corners
+    (26-neighbours), so only space sealed on every side is filled."""
+    res = values.shape[0]
+    ax = [np.linspace(float(bound_min[i]), float(bound_max[i]), res, dtype=np.float32) for i in range(3)]
+    n = np.asarray(plane, np.float32)
+    height = (n[0] * ax[0])[:, None, None] + (n[1] * ax[1])[None, :, None] + (n[2] * ax[2])[None, None, :] + n[3]
+    free = (values >= threshold) & (height >= 0)
+    labels, count = ndimage.label(free, structure=np.ones((3, 3, 3), bool))
+    outside = np.zeros(count + 1, bool)
+    for face in (labels[0], labels[-1], labels[:, 0], labels[:, -1], labels[:, :, 0], labels[:, :, -1]):
+        outside[np.unique(face)] = True
+    enclosed = free & ~outside[labels]
+    if not enclosed.any():
+        return values
+    out = values.copy()
+    out[enclosed] = threshold - np.maximum(np.broadcast_to(height, values.shape)[enclosed], 1e-6)
+    return out
 
 
 def to_world(mesh: trimesh.Trimesh, scale_mat: np.ndarray) -> trimesh.Trimesh:

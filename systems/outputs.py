@@ -16,7 +16,7 @@ import trimesh
 
 from datasets.dtu import DTUDataset, near_far_from_sphere
 from evaluation.metrics import chamfer_files
-from models.mesh import evaluate_grid, largest_component, marching_cubes, to_world
+from models.mesh import evaluate_grid, fill_enclosed, largest_component, marching_cubes, to_world
 from models.mesh_export import export_formats, network_color_fn, vertex_colors
 from systems.atomic import atomic_write, atomic_write_text, named_disk_full
 from systems.settings import ValidateSettings
@@ -74,17 +74,21 @@ def save_validation_image(path: Path, rendered: dict[str, np.ndarray], pose: np.
 
 @torch.no_grad()
 def extract_world_mesh(sdf_fn, scale_mat: np.ndarray, resolution: int, threshold: float, bound: float,
-                       chunk: int, device, keep_largest: bool = False) -> trimesh.Trimesh:
+                       chunk: int, device, keep_largest: bool = False,
+                       support: np.ndarray | None = None) -> trimesh.Trimesh:
     """Marching cubes of the SDF inside the unit sphere, mapped to world space with scale_mat.
 
     The SDF is intersected with the unit sphere (max of the two) so the mesh is closed where the
-    scene touches the sphere's boundary.
+    scene touches the sphere's boundary. `support` (4,), a plane in unit coordinates the surface stands
+    on: the space the surface and the plane enclose is filled (models.mesh.fill_enclosed).
     """
     def fn(p: torch.Tensor) -> torch.Tensor:
         return torch.maximum(sdf_fn(p).float(), p.norm(dim=-1, keepdim=True) - 1.0)
 
     lo, hi = [-bound] * 3, [bound] * 3
     values = evaluate_grid(fn, lo, hi, resolution, chunk, device)
+    if support is not None:
+        values = fill_enclosed(values, threshold, lo, hi, support)
     mesh = marching_cubes(values, threshold, lo, hi)
     if keep_largest:
         mesh = largest_component(mesh)
@@ -100,11 +104,12 @@ class MeshWriter:
         self.folder = Path(exp_dir) / "meshes"
 
     def write(self, which: str, sdf_fn, iteration: int, resolution: int | None = None,
-              threshold: float | None = None, keep_largest: bool = False, formats=("ply",)) -> Path:
+              threshold: float | None = None, keep_largest: bool = False, formats=("ply",),
+              support: np.ndarray | None = None) -> Path:
         res = resolution or self.s.mesh_resolution
         thr = self.s.mesh_threshold if threshold is None else threshold
         mesh = extract_world_mesh(sdf_fn, self.dataset.scale_mat, res, thr, self.bound, self.s.mesh_chunk,
-                                  self.dataset.device, keep_largest=keep_largest)
+                                  self.dataset.device, keep_largest=keep_largest, support=support)
         path = self.folder / f"{which}_{iteration:08d}.ply"
         if len(mesh.faces) == 0:
             atomic_write(path, lambda tmp: mesh.export(tmp, file_type="ply"))

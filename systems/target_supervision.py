@@ -9,7 +9,8 @@
 - `target_sdf_fn`: the SDF whose zero level set is the target's mesh. `mesh_cut = hull`: the target
   field's SDF pushed outside beyond the lifted masks' visual hull (masks | unknown, grown by
   hull_dilate pixels) and under the support plane; `occupancy`: pushed outside where the occupancy head
-  says "not the target".
+  says "not the target". The mesher then fills the space the target and its plane enclose (no view sees
+  into it: models.mesh.fill_enclosed), so the mesh has no inner walls.
 """
 from __future__ import annotations
 

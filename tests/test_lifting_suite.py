@@ -91,8 +91,8 @@ def test_summary_and_table_are_computed_from_the_run_jsons(suite):
 
 
 def test_the_cut_ab_meshes_the_same_fields_with_and_without_the_plane_and_one_is_the_runs_own_mesh(suite):
-    """--cut_ab: each run's fields meshed without and with its support plane; the variant of the run's own conf
-    (the plane, where one was found) gives the run's target mesh, vertex for vertex."""
+    """--cut_ab: each run's fields meshed without its support plane, cut by it, and cut and filled; the variant of
+    the run's own conf (the fill, where a plane was found) gives the run's target mesh, vertex for vertex."""
     _, root, summary = suite
 
     def vertices(run: Path, pattern: str) -> np.ndarray:          # an empty mesh (no target found) loads as none
@@ -102,12 +102,12 @@ def test_the_cut_ab_meshes_the_same_fields_with_and_without_the_plane_and_one_is
         run = root / "exp" / "easy" / f"seed{k}"
         r = json.loads((run / "run.json").read_text())[0]
         ab = r["cut_ab"]
-        assert set(ab) >= {"none", "plane"} and ab["resolution"] == 24
+        assert set(ab) >= {"none", "plane", "fill"} and ab["resolution"] == 24
         own = vertices(run, "meshes/target.ply")
-        mine = "plane" if ab["support"] is not None else "none"
+        mine = "fill" if ab["support"] is not None else "none"
         assert ab[mine]["vertices"] == len(own) and np.allclose(vertices(run, f"cut_ab/target_{mine}.ply"), own)
         if ab["support"] is None:                                      # no plane found: the plane cuts nothing
-            assert ab["plane"] == ab["none"]
+            assert ab["plane"] == ab["none"] == ab["fill"]
         record = next(run.rglob("masks/final.json"))                         # the run's record of its plane
         final = json.loads(record.read_text())
         assert final["support_plane"] == (None if ab["support"] is None else ab["support"]["plane"])
@@ -115,7 +115,7 @@ def test_the_cut_ab_meshes_the_same_fields_with_and_without_the_plane_and_one_is
         assert "support_plane" in page and ("none found" in page) == (ab["support"] is None)
         assert len(vertices(run, "cut_ab/target_none.ply")) == ab["none"]["vertices"]
     assert "The target mesh's cut on the same fields" in summary["table"]
-    assert sum(line.startswith("| easy/seed") for line in summary["table"].splitlines()) == 4
+    assert sum(line.startswith("| easy/seed") for line in summary["table"].splitlines()) == 6
 
 
 def test_off_target_counts_the_vertices_inside_and_outside_the_exact_target(suite):

@@ -115,3 +115,34 @@ def test_the_support_plane_of_the_exact_scenes_is_their_table_top(preset):
                           0.005 * radius)
     assert plane is not None and plane[2] > math.cos(math.radians(0.5)), f"{preset}: normal {plane}"
     assert abs(plane[3] / plane[2]) < 0.5, f"{preset}: the plane lies {-plane[3] / plane[2]:.2f} mm off the table top"
+
+
+# ---------------------------------------------------------------- (f) space enclosed by the target and its plane
+def box_sdf(x: torch.Tensor, center, half) -> torch.Tensor:
+    q = (x - torch.as_tensor(center, dtype=x.dtype)).abs() - torch.as_tensor(half, dtype=x.dtype)
+    return (q.clamp(min=0).norm(dim=-1) + q.max(dim=-1).values.clamp(max=0))[:, None]
+
+
+def cup_mesh(inner_center, fill: bool):
+    """A box-shaped cup (walls 0.1 thick) standing on the plane z = 0, cut by it; its cavity is (0.3, 0.3, 0.35)
+    half-sized at inner_center: open below (upside down, sealed by the plane) or above (upright)."""
+    plane = np.array([0.0, 0.0, 1.0, 0.0])
+
+    def fn(x):
+        cup = torch.maximum(box_sdf(x, (0, 0, 0.3), (0.4, 0.4, 0.4)), -box_sdf(x, inner_center, (0.3, 0.3, 0.35)))
+        return torch.maximum(cup, -x[:, 2:])
+    return extract_world_mesh(fn, np.eye(4), 64, 0.0, 1.0, 65536, "cpu", support=plane if fill else None)
+
+
+def test_the_space_the_target_and_its_plane_enclose_is_filled_and_nothing_else():
+    outer = lambda v: box_sdf(torch.as_tensor(v, dtype=torch.float32), (0, 0, 0.3), (0.4, 0.4, 0.4))[:, 0].numpy()
+    cell = 2.0 / 63
+    walls = cup_mesh((0, 0, 0.25), fill=False)                       # upside down: the cavity meets the plane
+    assert (outer(walls.vertices) < -2 * cell).mean() > 0.2          # its inner walls
+    solid = cup_mesh((0, 0, 0.25), fill=True)
+    assert solid.is_watertight and len(solid.split(only_watertight=False)) == 1
+    off = np.maximum(outer(solid.vertices), -solid.vertices[:, 2])   # the cut solid box's own surface
+    assert np.abs(off).max() < cell and abs(solid.volume - 0.8 * 0.8 * 0.7) < 0.02
+    upright = [cup_mesh((0, 0, 0.45), fill=f) for f in (False, True)]  # open above: seen into, kept hollow
+    assert np.array_equal(upright[0].vertices, upright[1].vertices) and len(upright[0].faces) == len(upright[1].faces)
+    assert (outer(upright[1].vertices) < -2 * cell).mean() > 0.2
