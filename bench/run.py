@@ -45,8 +45,10 @@ from systems.propagation import click_propagation  # noqa: E402
 from systems.runner import build_run  # noqa: E402
 
 
-def run_once(args, case: str, extra: list[str], tag: str, resume_from: Path | None = None) -> dict:
-    """One configuration end to end; resume_from: a checkpoint to continue from (copied into this run)."""
+def run_once(args, case: str, extra: list[str], tag: str, resume_from: Path | None = None,
+             save=lambda result: None) -> dict:
+    """One configuration end to end; resume_from: a checkpoint to continue from (copied into this run);
+    save(result): writes the results so far with this one (before --cut_ab's extra meshes)."""
     exp_dir = Path(args.exp_root) / case / tag
     overrides = [f'general.base_exp_dir = "{exp_dir}"', f'dataset.data_dir = "{args.data_root}/{case}"']
     if args.full_scene:
@@ -89,8 +91,6 @@ def run_once(args, case: str, extra: list[str], tag: str, resume_from: Path | No
             result["silhouette_iou"] = target_silhouette(mesh, p)
         if mesh is not None:
             result["off_target"] = off_target(mesh, p.dataset.data_dir)
-        if mesh is not None and args.cut_ab:
-            result["cut_ab"] = cut_ab_pipeline(p, exp_dir / "cut_ab")
     ev = mesh.with_suffix(".json") if mesh is not None else None
     if ev is not None and ev.is_file():
         result["chamfer"] = json.loads(ev.read_text())
@@ -103,8 +103,11 @@ def run_once(args, case: str, extra: list[str], tag: str, resume_from: Path | No
     if store is not None and store.history:
         result.update(lifting_fields(store.history))
         result["alone"] = segmenter_alone(p) if resume_from is None and not args.no_alone else None  # the base run has it
-        if args.propagation:
-            result["propagation"] = propagation_baseline(p, exp_dir / "checkpoints")
+    if mesh is not None and args.cut_ab and getattr(p, "phase", None) == "done":
+        save(result)                 # the run's own figures first: a run stopped during the extra meshes keeps them
+        result["cut_ab"] = cut_ab_pipeline(p, exp_dir / "cut_ab", own=mesh)
+    if store is not None and store.history and args.propagation:   # last: it loads another checkpoint
+        result["propagation"] = propagation_baseline(p, exp_dir / "checkpoints")
     return result
 
 
@@ -230,9 +233,13 @@ def main(argv=None) -> int:
                    progress=True)
     print(f"[bench] scene {scene} ready in {time.time() - t0:.1f} s")
     results = []
+
+    def save(rows: list[dict]) -> None:
+        if args.json:
+            atomic_write_text(Path(args.json), json.dumps(rows, indent=1))
     for k in range(args.repeat):  # --repeat K: the same pair of runs with general.seed = 0 .. K-1
         seed, sfx = ([f"general.seed = {k}"], f"_s{k}") if args.repeat > 1 else ([], "")
-        results.append(run_once(args, case, seed, "base" + sfx))
+        results.append(run_once(args, case, seed, "base" + sfx, save=lambda r: save(results + [r])))
         if args.compare:
             resume = None
             if args.compare_from:
@@ -265,8 +272,7 @@ def main(argv=None) -> int:
         print_medians(results)
     if args.compare and args.repeat == 1:
         print(f"speed-up (it/s compare / base): {results[1]['it_per_s'] / results[0]['it_per_s']:.2f}x")
-    if args.json:
-        atomic_write_text(Path(args.json), json.dumps(results, indent=1))
+    save(results)
     return 0
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+import trimesh  # noqa: E402
 
 from datasets.synthetic_presets import PRESETS, build_preset  # noqa: E402
 from evaluation.metrics import GeometryError, chamfer_files, load_geometry  # noqa: E402
@@ -84,10 +86,16 @@ def cut_ab(exp_dir: Path, out: Path, resolution: int | None = None, gpu: int = 0
     return cut_ab_pipeline(run.pipeline, out, resolution)
 
 
-def cut_ab_pipeline(p, out: Path, resolution: int | None = None) -> dict:
+def own_variant(p) -> str:
+    """The variant a run's own target mesh is: the fill where it found a plane (systems/nto3d._support)."""
+    return "fill" if p.support is not None and p.n.target.support_ring > 0 else "none"
+
+
+def cut_ab_pipeline(p, out: Path, resolution: int | None = None, own: Path | None = None) -> dict:
     """{variant: {"chamfer", "off_target", "vertices", "watertight", "mesh_s"}}, "support" (the plane,
     support_world) and "resolution", for an NTO3D pipeline after its target stage. No plane found: the
-    "plane" and "fill" variants are the "none" one."""
+    "plane" and "fill" variants are the "none" one. own: the run's target mesh at this resolution, with its
+    Chamfer JSON beside it: it stands for its variant (own_variant) instead of meshing it again."""
     t, ds, v = p.n.target, p.dataset, p.s.validate
     if t.mesh_cut != "hull":
         raise SystemExit(f"nto3d.target.mesh_cut is {t.mesh_cut!r}; the support plane cuts the hull's mesh")
@@ -96,13 +104,21 @@ def cut_ab_pipeline(p, out: Path, resolution: int | None = None) -> dict:
     result = {"support": support_world(p.support, ds.scale_mat, ds.data_dir), "resolution": res}
     out.mkdir(parents=True, exist_ok=True)
     for name in VARIANTS if p.support is not None else VARIANTS[:1]:
+        path = out / f"target_{name}.ply"
+        if own is not None and name == own_variant(p):
+            shutil.copyfile(own, path)
+            mesh = trimesh.load(path, force="mesh", process=False)
+            ev = own.with_suffix(".json")
+            result[name] = {"chamfer": json.loads(ev.read_text()) if ev.is_file() else None, "mesh_s": None,
+                            "off_target": off_target(path, ds.data_dir), "vertices": len(mesh.vertices),
+                            "watertight": bool(mesh.is_watertight)}
+            continue
         t0 = time.time()
         plane = None if name == "none" else p.support
         fn = target_sdf_fn(p.model, ds, p.final, p.unknown, t, cell, plane)
         mesh = extract_world_mesh(fn, ds.scale_mat, res, v.mesh_threshold, p.s.model.bound, v.mesh_chunk, ds.device,
                                   keep_largest=True, support=plane if name == "fill" else None)
         mesh_s = time.time() - t0
-        path = out / f"target_{name}.ply"
         atomic_write(path, lambda tmp: mesh.export(tmp, file_type="ply"))
         gt = ds.data_dir / "gt"
         chamfer = chamfer_files(path, gt / "target_visible.ply", gt / "target.ply", v.eval_spacing) \
@@ -125,7 +141,8 @@ def table(rows: dict[str, dict]) -> str:
             ch = "-" if c is None else f"{c['overall']:.3f} ({c['accuracy']:.3f} / {c['completeness']:.3f})"
             o = x["off_target"]
             off = "-" if o is None else f"{100 * o['inside']:.1f} % / {100 * o['outside']:.1f} %"
-            lines.append(f"| {run} | {name} | {ch} | {off} | {x['vertices']} | {x['watertight']} | {x['mesh_s']:.1f} |")
+            ms = "run's own" if x["mesh_s"] is None else f"{x['mesh_s']:.1f}"
+            lines.append(f"| {run} | {name} | {ch} | {off} | {x['vertices']} | {x['watertight']} | {ms} |")
     return "\n".join(lines)
 
 

@@ -91,8 +91,9 @@ def test_summary_and_table_are_computed_from_the_run_jsons(suite):
 
 
 def test_the_cut_ab_meshes_the_same_fields_with_and_without_the_plane_and_one_is_the_runs_own_mesh(suite):
-    """--cut_ab: each run's fields meshed without its support plane, cut by it, and cut and filled; the variant of
-    the run's own conf (the fill, where a plane was found) gives the run's target mesh, vertex for vertex."""
+    """--cut_ab: each run's fields meshed without its support plane, cut by it, and cut and filled; the run's own
+    target mesh stands for its variant (the fill, where a plane was found) and is not meshed again (that the
+    variants mesh the run's fields: tests/test_target_stage.py)."""
     _, root, summary = suite
 
     def vertices(run: Path, pattern: str) -> np.ndarray:          # an empty mesh (no target found) loads as none
@@ -106,6 +107,9 @@ def test_the_cut_ab_meshes_the_same_fields_with_and_without_the_plane_and_one_is
         own = vertices(run, "meshes/target.ply")
         mine = "fill" if ab["support"] is not None else "none"
         assert ab[mine]["vertices"] == len(own) and np.allclose(vertices(run, f"cut_ab/target_{mine}.ply"), own)
+        assert ab[mine]["mesh_s"] is None and ab[mine]["chamfer"] == r.get("chamfer")
+        if ab["support"] is not None:                                  # the others are meshed on its fields
+            assert ab["none"]["mesh_s"] > 0 and ab["plane"]["mesh_s"] > 0
         if ab["support"] is None:                                      # no plane found: the plane cuts nothing
             assert ab["plane"] == ab["none"] == ab["fill"]
         record = next(run.rglob("masks/final.json"))                         # the run's record of its plane

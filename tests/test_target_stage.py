@@ -25,6 +25,7 @@ from scipy.spatial import cKDTree
 from datasets.dtu import DTUDataset
 from datasets.synthetic import exact_views, preset_views
 from datasets.synthetic_presets import TABLE_THICKNESS_MM
+from bench.target_cut_ab import cut_ab_pipeline, own_variant
 from sam_utils.support_plane import to_world as plane_to_world
 from sam_utils.target_geometry import OcclusionTest
 from systems.outputs import extract_world_mesh
@@ -161,6 +162,17 @@ def test_the_target_mesh_has_no_skirt_and_is_one_watertight_piece(object_only):
     # the target itself survived: its visible surface lies near the mesh
     d = cKDTree(o.target.vertices).query(np.asarray(o.visible.vertices))[0]
     assert np.mean(d < o.skirt) > 0.9
+
+
+def test_the_cut_ab_meshes_the_runs_own_fields(object_only, tmp_path):
+    """bench/target_cut_ab.py: its variant of the run's own cut (the fill: a plane was found) is the run's target
+    mesh vertex for vertex, so its other variants are measured on the same fields."""
+    p = object_only.run.pipeline
+    ab = cut_ab_pipeline(p, tmp_path, resolution=64)
+    assert own_variant(p) == "fill" and ab["fill"]["vertices"] == len(object_only.target.vertices)
+    mesh = trimesh.load(tmp_path / "target_fill.ply", process=False)
+    assert np.allclose(mesh.vertices, object_only.target.vertices)
+    assert ab["none"]["vertices"] != ab["fill"]["vertices"]             # the plane cut the table's remnant away
 
 
 def test_a_resumed_run_keeps_the_unknown_pixels(object_only, tiny_scene):
