@@ -87,8 +87,8 @@ def cut_ab(exp_dir: Path, out: Path, resolution: int | None = None, gpu: int = 0
 
 
 def own_variant(p) -> str:
-    """The variant a run's own target mesh is: the fill where it found a plane (systems/nto3d._support)."""
-    return "fill" if p.support is not None and p.n.target.support_ring > 0 else "none"
+    """The variant a run's own target mesh is: the fill where its mesh stands on a plane."""
+    return "fill" if p.mesh_support() is not None else "none"
 
 
 def cut_ab_pipeline(p, out: Path, resolution: int | None = None, own: Path | None = None) -> dict:
@@ -107,22 +107,20 @@ def cut_ab_pipeline(p, out: Path, resolution: int | None = None, own: Path | Non
         path = out / f"target_{name}.ply"
         if own is not None and name == own_variant(p):
             shutil.copyfile(own, path)
-            mesh = trimesh.load(path, force="mesh", process=False)
+            mesh, mesh_s = trimesh.load(path, force="mesh", process=False), None
             ev = own.with_suffix(".json")
-            result[name] = {"chamfer": json.loads(ev.read_text()) if ev.is_file() else None, "mesh_s": None,
-                            "off_target": off_target(path, ds.data_dir), "vertices": len(mesh.vertices),
-                            "watertight": bool(mesh.is_watertight)}
-            continue
-        t0 = time.time()
-        plane = None if name == "none" else p.support
-        fn = target_sdf_fn(p.model, ds, p.final, p.unknown, t, cell, plane)
-        mesh = extract_world_mesh(fn, ds.scale_mat, res, v.mesh_threshold, p.s.model.bound, v.mesh_chunk, ds.device,
-                                  keep_largest=True, support=plane if name == "fill" else None)
-        mesh_s = time.time() - t0
-        atomic_write(path, lambda tmp: mesh.export(tmp, file_type="ply"))
-        gt = ds.data_dir / "gt"
-        chamfer = chamfer_files(path, gt / "target_visible.ply", gt / "target.ply", v.eval_spacing) \
-            if (gt / "target.ply").is_file() and len(mesh.faces) else None
+            chamfer = json.loads(ev.read_text()) if ev.is_file() else None
+        else:
+            t0 = time.time()
+            plane = None if name == "none" else p.support
+            fn = target_sdf_fn(p.model, ds, p.final, p.unknown, t, cell, plane)
+            mesh = extract_world_mesh(fn, ds.scale_mat, res, v.mesh_threshold, p.s.model.bound, v.mesh_chunk,
+                                      ds.device, keep_largest=True, support=plane if name == "fill" else None)
+            mesh_s = time.time() - t0
+            atomic_write(path, lambda tmp: mesh.export(tmp, file_type="ply"))
+            gt = ds.data_dir / "gt"
+            chamfer = chamfer_files(path, gt / "target_visible.ply", gt / "target.ply", v.eval_spacing) \
+                if (gt / "target.ply").is_file() and len(mesh.faces) else None
         result[name] = {"chamfer": chamfer, "off_target": off_target(path, ds.data_dir),
                         "vertices": len(mesh.vertices), "watertight": bool(mesh.is_watertight), "mesh_s": mesh_s}
     for name in VARIANTS[1:]:

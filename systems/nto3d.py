@@ -346,9 +346,9 @@ class NTO3DPipeline(Pipeline):
             return super().write_mesh(iteration, resolution, threshold)
         res = resolution or self.s.validate.mesh_resolution
         return self.meshes.write("target", self._target_sdf(res), iteration, res, threshold, keep_largest=True,
-                                 formats=self.formats, support=self._support())
+                                 formats=self.formats, support=self.mesh_support())
 
-    def _support(self) -> np.ndarray | None:
+    def mesh_support(self) -> np.ndarray | None:
         """The plane the target's mesh stands on (nto3d.target.support_ring > 0): cut below, filled above."""
         return self.support if self.n.target.support_ring > 0 else None
 
@@ -356,4 +356,4 @@ class NTO3DPipeline(Pipeline):
         """The target field's SDF pushed outside (to one grid cell) beyond the target, as nto3d.target.mesh_cut
         says (systems/target_supervision.py); the mesh is its zero level set's largest component."""
         return target_sdf_fn(self.model, self.dataset, self.final, self.unknown, self.n.target,
-                             2.0 * self.s.model.bound / resolution, self._support())
+                             2.0 * self.s.model.bound / resolution, self.mesh_support())
