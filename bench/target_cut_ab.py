@@ -101,9 +101,10 @@ def cut_ab_pipeline(p, out: Path, resolution: int | None = None, own: Path | Non
         raise SystemExit(f"nto3d.target.mesh_cut is {t.mesh_cut!r}; the support plane cuts the hull's mesh")
     res = resolution or v.mesh_resolution
     cell = 2.0 * p.s.model.bound / res
-    result = {"support": support_world(p.support, ds.scale_mat, ds.data_dir), "resolution": res}
+    support = p.mesh_support()
+    result = {"support": support_world(support, ds.scale_mat, ds.data_dir), "resolution": res}
     out.mkdir(parents=True, exist_ok=True)
-    for name in VARIANTS if p.support is not None else VARIANTS[:1]:
+    for name in VARIANTS if support is not None else VARIANTS[:1]:
         path = out / f"target_{name}.ply"
         if own is not None and name == own_variant(p):
             shutil.copyfile(own, path)
@@ -112,7 +113,7 @@ def cut_ab_pipeline(p, out: Path, resolution: int | None = None, own: Path | Non
             chamfer = json.loads(ev.read_text()) if ev.is_file() else None
         else:
             t0 = time.time()
-            plane = None if name == "none" else p.support
+            plane = None if name == "none" else support
             fn = target_sdf_fn(p.model, ds, p.final, p.unknown, t, cell, plane)
             mesh = extract_world_mesh(fn, ds.scale_mat, res, v.mesh_threshold, p.s.model.bound, v.mesh_chunk,
                                       ds.device, keep_largest=True, support=plane if name == "fill" else None)
