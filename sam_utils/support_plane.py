@@ -13,6 +13,8 @@ Shapes: N views, surface grids (h,w); points in unit coordinates; a plane is (4,
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 
@@ -61,22 +63,38 @@ def fit_plane(X: np.ndarray, tol: float, seed: int = 0) -> tuple[np.ndarray, flo
     return plane, float(np.mean(np.abs(X @ plane[:3] + plane[3]) < tol))
 
 
+class SupportFit(NamedTuple):
+    """The support plane (4,) or None, and why: what the log says, so a missing cut can be understood."""
+    plane: np.ndarray | None
+    why: str
+
+
 def support_plane(points: np.ndarray, valid: np.ndarray, masks: np.ndarray, unknown: np.ndarray,
-                  centres: np.ndarray, ring: int, tol: float) -> np.ndarray | None:
+                  centres: np.ndarray, ring: int, tol: float) -> SupportFit:
     """The target's support plane (4,), oriented to the cameras (centres (N,3)), or None where the views'
     surface around the masks is no plane that every camera sees from above with the target above it."""
-    fit = fit_plane(ring_points(points, valid, masks, unknown, ring), tol)
-    if fit is None or fit[1] < MIN_INLIERS:
-        return None
-    plane = fit[0]
+    around = ring_points(points, valid, masks, unknown, ring)
+    fit = fit_plane(around, tol)
+    if fit is None:
+        return SupportFit(None, f"{len(around)} surface points around the masks (a plane needs {MIN_POINTS})")
+    plane, share = fit
+    if share < MIN_INLIERS:
+        return SupportFit(None, f"the best plane holds {share:.0%} of the {len(around)} surface points around the "
+                                f"masks within {tol:g} (needs {MIN_INLIERS:.0%})")
     height = centres @ plane[:3] + plane[3]
     if (height < 0).all():
         plane, height = -plane, -height
     if not (height > tol).all():
-        return None
+        return SupportFit(None, f"the plane holding {share:.0%} of the points around the masks has "
+                                f"{int((height <= tol).sum())} of {len(height)} cameras on or under it")
     inner = dilate(torch.from_numpy(np.ascontiguousarray(masks)), -1).numpy() & valid
     below = points[inner] @ plane[:3] + plane[3] < -tol
-    return plane if below.size and below.mean() <= TARGET_BELOW else None
+    if not below.size or below.mean() > TARGET_BELOW:
+        return SupportFit(None, f"the plane holding {share:.0%} of the points around the masks has "
+                                f"{below.mean() if below.size else 1.0:.1%} of the target's own surface under it "
+                                f"(at most {TARGET_BELOW:.0%})")
+    return SupportFit(plane, f"n = {np.round(plane[:3], 3).tolist()}, d = {plane[3]:.4f}, holding {share:.0%} of "
+                             f"the {len(around)} surface points around the masks")
 
 
 def to_world(plane: np.ndarray, scale_mat: np.ndarray) -> np.ndarray:

@@ -46,10 +46,9 @@ def target_constraints(model, dataset: DTUDataset, final: np.ndarray, t: TargetS
     if t.support_ring > 0:
         n, h, w = valid.shape
         centres = dataset.poses[:, :3, 3].double().cpu().numpy()
-        plane = support_plane(points, valid, downsample_masks(final, h, w), downsample_masks(unknown, h, w),
-                              centres, max(1, int(round(t.support_ring * w))), t.support_tol)
-        print("[target] support plane: " + ("none found (no cut below the target)" if plane is None else
-                                            f"n = {np.round(plane[:3], 3).tolist()}, d = {plane[3]:.4f}"))
+        plane, why = support_plane(points, valid, downsample_masks(final, h, w), downsample_masks(unknown, h, w),
+                                   centres, max(1, int(round(t.support_ring * w))), t.support_tol)
+        print("[target] support plane: " + (f"none ({why}): no cut below the target" if plane is None else why))
     return TargetConstraints(unknown, plane)
 
 

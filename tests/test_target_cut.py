@@ -89,18 +89,24 @@ def test_a_support_plane_needs_a_plane_below_the_target_and_every_camera_above()
     points[masks, 2] = rng.uniform(0.12, 0.4, masks.sum())             # the target, above the table
     valid, unknown = np.ones((n, h, w), bool), np.zeros((n, h, w), bool)
     above = np.array([[1.0, 0, 2.0], [-1.0, 0, 2.0], [0, 1.0, 1.5], [0, -1.0, 1.5]])
-    plane = support_plane(points, valid, masks, unknown, above, 12, 0.005)
-    assert plane is not None and plane[2] > 0.999 and abs(plane[3] + 0.1) < 2e-3
-    assert support_plane(points, valid, masks, unknown, above * [1, 1, -1], 12, 0.005) is None   # seen from below
-    assert support_plane(points, valid, masks, unknown, np.vstack([above, [[0, 0, -1.0]]]), 12, 0.005) is None
+    fit = support_plane(points, valid, masks, unknown, above, 12, 0.005)
+    plane = fit.plane
+    assert "holding" in fit.why and plane is not None and plane[2] > 0.999 and abs(plane[3] + 0.1) < 2e-3
+    below = support_plane(points, valid, masks, unknown, above * [1, 1, -1], 12, 0.005)   # seen from below
+    assert below.plane is None and "100.0% of the target's own surface under it" in below.why   # flipped to the cameras
+    both = support_plane(points, valid, masks, unknown, np.vstack([above, [[0, 0, -1.0]]]), 12, 0.005)
+    assert both.plane is None and "1 of 5 cameras on or under it" in both.why
     sunk = points.copy()
     sunk[masks, 2] -= 0.2                                              # the "plane" cuts through the target
-    assert support_plane(sunk, valid, masks, unknown, above, 12, 0.005) is None
+    through = support_plane(sunk, valid, masks, unknown, above, 12, 0.005)
+    assert through.plane is None and "of the target's own surface under it" in through.why
     scattered = points.copy()
     scattered[..., 2] = rng.uniform(0.0, 0.6, (n, h, w))               # no plane around the target
     scattered[masks, 2] = 0.7
-    assert support_plane(scattered, valid, masks, unknown, above, 12, 0.005) is None
-    assert support_plane(points, ~valid, masks, unknown, above, 12, 0.005) is None   # background only
+    none = support_plane(scattered, valid, masks, unknown, above, 12, 0.005)
+    assert none.plane is None and "(needs 25%)" in none.why
+    empty = support_plane(points, ~valid, masks, unknown, above, 12, 0.005)   # background only
+    assert empty.plane is None and empty.why.startswith("0 surface points around the masks")
 
 
 @pytest.mark.parametrize("preset", ["twotone", "border", "occluded"])
@@ -112,7 +118,7 @@ def test_the_support_plane_of_the_exact_scenes_is_their_table_top(preset):
     radius = preset_views(preset, n, w, h, 0, "cpu")[3]
     centres = np.stack([-np.linalg.solve(p[:, :3], p[:, 3]) for p in e.P])
     plane = support_plane(e.points.astype(np.float64), e.hit, e.visible, np.zeros_like(e.visible), centres, 8,
-                          0.005 * radius)
+                          0.005 * radius).plane
     assert plane is not None and plane[2] > math.cos(math.radians(0.5)), f"{preset}: normal {plane}"
     assert abs(plane[3] / plane[2]) < 0.5, f"{preset}: the plane lies {-plane[3] / plane[2]:.2f} mm off the table top"
 
