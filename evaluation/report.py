@@ -295,7 +295,8 @@ def _summary(reports: list[dict], final: dict, exp_dir: Path) -> dict:
         out["rolled_back_to_round"] = final["rolled_back"]["to_round"]
     if "support_plane" in final:     # where the target's mesh ends below (world units), or that it is not cut
         plane = final["support_plane"]
-        out["support_plane"] = "none found (mesh not cut below)" if plane is None else \
+        why = f" ({final['support_why']})" if final.get("support_why") and plane is None else ""
+        out["support_plane"] = f"none found{why} (mesh not cut below)" if plane is None else \
             f"n = ({plane[0]:.3f}, {plane[1]:.3f}, {plane[2]:.3f}), d = {plane[3]:.2f}"
     timings = _read_json(exp_dir / "timings.json")
     if timings:

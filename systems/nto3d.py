@@ -308,7 +308,7 @@ class NTO3DPipeline(Pipeline):
         self.final = final_masks(cut, s.proj_threshold)
         uncut_masks = final_masks(uncut, s.proj_threshold)          # before the connectivity cut, for the record
         t0 = time.time()
-        self.unknown, self.support = target_constraints(self.model, self.dataset, self.final, self.n.target,
+        self.unknown, self.support, support_why = target_constraints(self.model, self.dataset, self.final, self.n.target,
                                                         self.n.target.depth_tol, self.s.validate.render_chunk)
         self._tick("occlusion", t0)
         pv = self.store.prompt_view
@@ -317,7 +317,8 @@ class NTO3DPipeline(Pipeline):
                  "uncut_prompt_agreement": mask_iou(uncut_masks[pv], self.store.masks[pv]),
                  "rolled_back": self.rolled_back,
                  "support_plane": None if self.support is None else    # world units: n . x + d, the mesh's floor
-                 [round(float(v), 5) for v in plane_to_world(self.support, self.dataset.scale_mat)]}
+                 [round(float(v), 5) for v in plane_to_world(self.support, self.dataset.scale_mat)],
+                 "support_why": support_why}
         self.best = None                                 # the field is final: no checkpoint carries a copy
         entry["warnings"] = [self.rolled_back["warning"]] if self.rolled_back else []
         if entry["prompt_agreement"] < PROMPT_AGREEMENT_WARN:

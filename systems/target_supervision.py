@@ -33,6 +33,7 @@ class TargetConstraints(NamedTuple):
     """What the target stage and its mesh take from the scene field after lifting."""
     unknown: np.ndarray               # (N,H,W) bool: occluded-target pixels, neither target nor empty space
     support: np.ndarray | None        # (4,) the plane the target rests on, or None
+    support_why: str                  # the plane, or why none was found ("" where t.support_ring is 0)
 
 
 def target_constraints(model, dataset: DTUDataset, final: np.ndarray, t: TargetSettings, depth_tol: float,
@@ -42,14 +43,14 @@ def target_constraints(model, dataset: DTUDataset, final: np.ndarray, t: TargetS
     t.support_ring is 0 or none is found)."""
     _, points, valid = project_views(model, dataset, t.occlusion_level, chunk, surface=True)
     unknown = occluded_from_surface(points, valid, dataset, final, t.occlusion_dilate, depth_tol, t.occlusion_reach)
-    plane = None
+    plane, why = None, ""
     if t.support_ring > 0:
         n, h, w = valid.shape
         centres = dataset.poses[:, :3, 3].double().cpu().numpy()
         plane, why = support_plane(points, valid, downsample_masks(final, h, w), downsample_masks(unknown, h, w),
                                    centres, max(1, int(round(t.support_ring * w))), t.support_tol)
-        print("[target] support plane: " + (f"none ({why}): no cut below the target" if plane is None else why))
-    return TargetConstraints(unknown, plane)
+        print("[target] support plane: " + (f"none found ({why}): no cut below the target" if plane is None else why))
+    return TargetConstraints(unknown, plane, why)
 
 
 def occluded_from_surface(points: np.ndarray, valid: np.ndarray, dataset: DTUDataset, final: np.ndarray,

@@ -2,6 +2,7 @@
 (bench/run.py subprocesses with --propagation), then the table and the summary checked against the
 runs' own JSONs."""
 import argparse
+import html
 import json
 import shutil
 import statistics
@@ -117,6 +118,8 @@ def test_the_cut_ab_meshes_the_same_fields_with_and_without_the_plane_and_one_is
         assert final["support_plane"] == (None if ab["support"] is None else ab["support"]["plane"])
         page = write_report(record.parent.parent, n_renders=0).read_text()
         assert "support_plane" in page and ("none found" in page) == (ab["support"] is None)
+        why = final["support_why"]                                     # the plane, or why none was found
+        assert why and (ab["support"] is not None or why in page or html.escape(why) in page)
         assert len(vertices(run, "cut_ab/target_none.ply")) == ab["none"]["vertices"]
     assert "The target mesh's cut on the same fields" in summary["table"]
     assert sum(line.startswith("| easy/seed") for line in summary["table"].splitlines()) == 6

@@ -130,7 +130,7 @@ def object_only(tiny_scene, tmp_path_factory):
         p.model.variance.variance.fill_(math.log(NEUS_STD / footprint) / 10.0)
     scene_mesh = extract_world_mesh(p.model.sdf.sdf, ds.scale_mat, 64, 0.0, 1.0, 65536, "cpu")
     p.final = read_masks(tiny_scene / "gt" / "target_mask")
-    p.unknown, p.support = target_constraints(p.model, ds, p.final, p.n.target, p.n.target.depth_tol,
+    p.unknown, p.support, _ = target_constraints(p.model, ds, p.final, p.n.target, p.n.target.depth_tol,
                                               p.s.validate.render_chunk)
     # the target stage starts where a scene run ends: after the cos-anneal
     r.trainer.iteration = p.phase_start = p.s.train.cos_anneal_iters
