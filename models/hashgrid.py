@@ -49,14 +49,11 @@ def encode_torch(x: torch.Tensor, params: torch.Tensor, layout: GridLayout,
     frac = pos - cell                                                                # (N, L, D)
     lower = cell.to(torch.int64) & UINT32_MASK                                       # uint32 pos_grid
     corner = torch.stack([lower, (lower + 1) & UINT32_MASK], dim=-1)                 # (N, L, D, 2)
-    # corner k's weight, k < 2^D, uses the upper vertex along dim j iff bit j of k is set (tcnn order); kept
-    # as 2^D tensors (N, L): products and sums of whole tensors differentiate (twice) without the broadcast
-    # reductions that dominate the CPU's time otherwise
-    upper = frac.unbind(-1)
-    w = [1 - upper[0], upper[0]]
+    weights = torch.stack([1 - frac, frac], dim=-1)                                  # (N, L, D, 2)
+    # combine dimensions; corner k uses the upper vertex along dim j iff bit j of k is set (tcnn order)
+    w = weights[:, :, 0]                                                             # (N, L, 2)
     for j in range(1, d):
-        below = 1 - upper[j]
-        w = [wk * below for wk in w] + [wk * upper[j] for wk in w]
+        w = (weights[:, :, j, :, None] * w[:, :, None, :]).flatten(2)               # (N, L, 2^j+1)
     n_dense = sum(layout.dense)
     if layout.dense[:n_dense] == (True,) * n_dense:
         # the dense levels come first (resolutions grow): index each group only its own way
@@ -81,15 +78,12 @@ def encode_torch(x: torch.Tensor, params: torch.Tensor, layout: GridLayout,
         slot = torch.where(dense[:, None], dense_idx & UINT32_MASK, hash_idx) % size[:, None]
         entry = slot + offset[:, None]                                               # (N, L, 2^D)
     table = params.view(-1, layout.n_features)                                       # (entries, F)
-    feats = table.index_select(0, entry.transpose(1, 2).flatten())                   # corner-major rows
-    feats = feats.view(n, 2 ** d, layout.n_levels, layout.n_features).to(big)       # (N, 2^D, L, F)
+    feats = table.index_select(0, entry.flatten()).view(*entry.shape, layout.n_features)
+    feats = feats.to(big)
     if read_dtype is not None and read_dtype != params.dtype:
         # round the values read, keep full-precision gradients (like the fp32 atomics of the kernels)
         feats = feats + (feats.detach().to(read_dtype).to(big) - feats.detach())
-    corners = feats.unbind(1)
-    out = w[0][..., None] * corners[0]
-    for k in range(1, 2 ** d):
-        out = out + w[k][..., None] * corners[k]                                     # (N, L, F)
+    out = (w[..., None] * feats).sum(dim=2)                                          # (N, L, F)
     return out.reshape(n, layout.n_levels * layout.n_features)
 
 
