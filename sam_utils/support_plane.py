@@ -81,18 +81,17 @@ def support_plane(points: np.ndarray, valid: np.ndarray, masks: np.ndarray, unkn
     if share < MIN_INLIERS:
         return SupportFit(None, f"the best plane holds {share:.0%} of the {len(around)} surface points around the "
                                 f"masks within {tol:g} (needs {MIN_INLIERS:.0%})")
+    held = f"the plane holding {share:.0%} of the points around the masks has"
     height = centres @ plane[:3] + plane[3]
     if (height < 0).all():
         plane, height = -plane, -height
     if not (height > tol).all():
-        return SupportFit(None, f"the plane holding {share:.0%} of the points around the masks has "
-                                f"{int((height <= tol).sum())} of {len(height)} cameras on or under it")
+        return SupportFit(None, f"{held} {int((height <= tol).sum())} of {len(height)} cameras on or under it")
     inner = dilate(torch.from_numpy(np.ascontiguousarray(masks)), -1).numpy() & valid
     below = points[inner] @ plane[:3] + plane[3] < -tol
     if not below.size or below.mean() > TARGET_BELOW:
-        return SupportFit(None, f"the plane holding {share:.0%} of the points around the masks has "
-                                f"{below.mean() if below.size else 1.0:.1%} of the target's own surface under it "
-                                f"(at most {TARGET_BELOW:.0%})")
+        return SupportFit(None, f"{held} {below.mean() if below.size else 1.0:.1%} of the target's own surface "
+                                f"under it (at most {TARGET_BELOW:.0%})")
     return SupportFit(plane, f"n = {np.round(plane[:3], 3).tolist()}, d = {plane[3]:.4f}, holding {share:.0%} of "
                              f"the {len(around)} surface points around the masks")
 

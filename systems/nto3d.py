@@ -308,8 +308,8 @@ class NTO3DPipeline(Pipeline):
         self.final = final_masks(cut, s.proj_threshold)
         uncut_masks = final_masks(uncut, s.proj_threshold)          # before the connectivity cut, for the record
         t0 = time.time()
-        self.unknown, self.support, support_why = target_constraints(self.model, self.dataset, self.final, self.n.target,
-                                                        self.n.target.depth_tol, self.s.validate.render_chunk)
+        self.unknown, self.support, support_why = target_constraints(
+            self.model, self.dataset, self.final, self.n.target, self.n.target.depth_tol, self.s.validate.render_chunk)
         self._tick("occlusion", t0)
         pv = self.store.prompt_view
         entry = {"final": True, "render_level": level,
