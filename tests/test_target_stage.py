@@ -22,10 +22,10 @@ import torch
 import trimesh
 from scipy.spatial import cKDTree
 
+from bench.target_cut_ab import cut_ab_pipeline, own_variant
 from datasets.dtu import DTUDataset
 from datasets.synthetic import exact_views, preset_views
 from datasets.synthetic_presets import TABLE_THICKNESS_MM
-from bench.target_cut_ab import cut_ab_pipeline, own_variant
 from sam_utils.support_plane import to_world as plane_to_world
 from sam_utils.target_geometry import OcclusionTest
 from systems.outputs import extract_world_mesh
@@ -133,7 +133,7 @@ def object_only(tiny_scene, tmp_path_factory):
     scene_mesh = extract_world_mesh(p.model.sdf.sdf, ds.scale_mat, 64, 0.0, 1.0, 65536, "cpu")
     p.final = read_masks(tiny_scene / "gt" / "target_mask")
     p.unknown, p.support, _ = target_constraints(p.model, ds, p.final, p.n.target, p.n.target.depth_tol,
-                                              p.s.validate.render_chunk)
+                                                 p.s.validate.render_chunk)
     # the target stage starts where a scene run ends: after the cos-anneal
     r.trainer.iteration = p.phase_start = p.s.train.cos_anneal_iters
     p.phase, p.stage = "target", p._stage_for("target")
