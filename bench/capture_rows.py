@@ -50,7 +50,7 @@ import trimesh  # noqa: E402
 from bench.lifting_suite import Job, run_jobs  # noqa: E402
 from datasets.dtu import IMAGE_EXTS  # noqa: E402
 from evaluation.mesh_render import camera_from_world_mat, render_mesh, scaled_intrinsics  # noqa: E402
-from systems.atomic import atomic_write, atomic_write_text  # noqa: E402
+from systems.atomic import atomic_write_image, atomic_write_text  # noqa: E402
 from systems.checkpoint import CheckpointError, load_latest  # noqa: E402
 
 SCENES = ("lego_cap", "fox_cap")
@@ -132,13 +132,6 @@ def render_pair(scene: Path, mesh: trimesh.Trimesh, view: int, height: int) -> n
     return np.concatenate([cv2.resize(photo, (w, h), interpolation=cv2.INTER_AREA), rgb], axis=1)
 
 
-def write_image(path: Path, rgb: np.ndarray, params=()) -> Path:
-    ok, buf = cv2.imencode(path.suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), list(params))
-    if not ok:
-        raise ValueError(f"could not encode {path}")
-    return atomic_write(path, lambda tmp: tmp.write_bytes(buf.tobytes()))
-
-
 def figures(args, scene: Path, job: Job, sil: Job | None, out: Path) -> dict:
     """Everything the row needs from one finished (or killed) run; files copied into out."""
     exp_dir = Path(job.extra["exp_dir"])
@@ -162,8 +155,8 @@ def figures(args, scene: Path, job: Job, sil: Job | None, out: Path) -> dict:
         img = cv2.cvtColor(cv2.imread(str(sheet)), cv2.COLOR_BGR2RGB)
         s = min(1.0, SHEET_WIDTH / img.shape[1])
         small = cv2.resize(img, None, fx=s, fy=s, interpolation=cv2.INTER_AREA) if s < 1 else img
-        r["contact_sheet_copy"] = str(write_image(out / f"{scene.name}_contact_sheet.jpg", small,
-                                                  (cv2.IMWRITE_JPEG_QUALITY, 85)))
+        r["contact_sheet_copy"] = str(atomic_write_image(out / f"{scene.name}_contact_sheet.jpg", small,
+                                                         (cv2.IMWRITE_JPEG_QUALITY, 85)))
     if sil is not None and (exp_dir / "silhouette.json").is_file() and sil.rc == 0:
         res = json.loads((exp_dir / "silhouette.json").read_text())
         r["silhouette_iou"] = {"mean": res["mean_iou"], "worst": min(res["per_view"]), "per_view": res["per_view"]}
@@ -177,8 +170,8 @@ def figures(args, scene: Path, job: Job, sil: Job | None, out: Path) -> dict:
             r.setdefault("note", "empty target mesh (see the contact sheet)")
         if len(mesh.faces) and 0 <= args.render_view < r["views"]:
             pair = render_pair(scene, mesh, args.render_view, args.panel_height)
-            png = write_image(out / f"{scene.name}_view{args.render_view}.png", pair,
-                              (cv2.IMWRITE_PNG_COMPRESSION, 9))
+            png = atomic_write_image(out / f"{scene.name}_view{args.render_view}.png", pair,
+                                     (cv2.IMWRITE_PNG_COMPRESSION, 9))
             r["render"] = {"path": str(png), "kb": png.stat().st_size / 1024, "view": args.render_view}
     if job.log.is_file():
         tail = job.log.read_text(errors="replace").splitlines()[-LOG_TAIL:]

@@ -145,6 +145,12 @@ def load_masks_and_cameras(data_dir, mask_dir: str = "mask", cameras_name: str =
     return world, scale, np.stack(masks)
 
 
+def read_scene_images(data_dir) -> list[np.ndarray]:
+    """A scene folder's images (H, W, 3) uint8 RGB in view order; [] where it has no image/ folder."""
+    folder = Path(data_dir) / "image"
+    return [_read_image(p) for p in _list_images(folder)] if folder.is_dir() else []
+
+
 # ----------------------------------------------------------------------------- camera maths
 def decompose_projection(P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """P (3x4 or 4x4) -> intrinsics (4, 4) with K[2,2] = 1 and camera-to-world pose (4, 4).

@@ -13,14 +13,18 @@ import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import cv2
 import numpy as np
 import trimesh
 
-from datasets.dtu import load_masks_and_cameras
+from datasets.dtu import load_masks_and_cameras, read_scene_images
 from evaluation.metrics import GeometryError, load_geometry, mask_iou
+from sam_utils.contact_sheet import grid, paint, tile
+from systems.atomic import atomic_write_image
 
 RASTER_CHUNK = 1 << 22        # pixel-centre tests per batch of triangles
 MIN_DEPTH = 1e-6              # vertices closer than this (camera depth) count as behind the camera
+AGREE_RGB, MESH_ONLY_RGB, MASK_ONLY_RGB = (40, 220, 60), (235, 40, 40), (40, 110, 255)
 
 
 def project(vertices: np.ndarray, world_mat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -80,36 +84,56 @@ def silhouette(mesh: trimesh.Trimesh, world_mat: np.ndarray, height: int, width:
     return rasterize(uv, faces[(depth[faces] > MIN_DEPTH).all(axis=1)], height, width)
 
 
-def silhouette_ious(mesh: trimesh.Trimesh, world_mats: np.ndarray, masks: np.ndarray,
-                    workers: int = 1) -> list[float]:
-    """Per-view IoU of the mesh's silhouette against masks (N, H, W) under world_mats (N, 4, 4).
+def silhouettes(mesh: trimesh.Trimesh, world_mats: np.ndarray, height: int, width: int,
+                workers: int = 1) -> np.ndarray:
+    """(N, H, W) bool: the mesh's silhouette in each view of world_mats (N, 4, 4).
 
     workers > 1: the views are split over that many processes (the rasteriser is single-threaded
     numpy, and a fine mesh seen in a hundred views takes minutes in one).
     """
     n = len(world_mats)
     if workers <= 1 or n < 2:
-        h, w = masks.shape[1:3]
-        return [mask_iou(silhouette(mesh, m, h, w), k > 0) for m, k in zip(world_mats, masks)]
+        return np.stack([silhouette(mesh, m, height, width) for m in world_mats]) if n else \
+            np.zeros((0, height, width), bool)
     chunks = np.array_split(np.arange(n), min(workers, n))
-    jobs = [(np.asarray(mesh.vertices), np.asarray(mesh.faces), world_mats[c], masks[c]) for c in chunks]
+    jobs = [(np.asarray(mesh.vertices), np.asarray(mesh.faces), world_mats[c], height, width) for c in chunks]
     # spawn, not fork: the parent may hold torch / OpenMP threads that a forked child would inherit locked
     with ProcessPoolExecutor(len(jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
-        return [iou for part in pool.map(_chunk_ious, jobs) for iou in part]
+        return np.concatenate(list(pool.map(_chunk_silhouettes, jobs)))
 
 
-def _chunk_ious(job) -> list[float]:
-    vertices, faces, world_mats, masks = job
-    return silhouette_ious(trimesh.Trimesh(vertices, faces, process=False), world_mats, masks)
+def _chunk_silhouettes(job) -> np.ndarray:
+    vertices, faces, world_mats, height, width = job
+    return silhouettes(trimesh.Trimesh(vertices, faces, process=False), world_mats, height, width)
 
 
-def evaluate_silhouettes(mesh_path, scene_dir, mask_dir: str = "mask",
-                         cameras_name: str = "cameras_sphere.npz", workers: int = 1) -> dict:
+def silhouette_sheet(images: list[np.ndarray], sils: np.ndarray, masks: np.ndarray, ious: list[float]) -> np.ndarray:
+    """One RGB picture of every view: green where mesh and mask agree, red where only the mesh covers
+    (a skirt, a spill), blue where only the mask does (a missing part); each tile labelled with its IoU.
+    images: N x (H, W, 3) uint8 RGB or [] (grey tiles); sils, masks (N, H, W) bool."""
+    tiles = []
+    for i, (s, m) in enumerate(zip(sils, masks)):
+        img = images[i] if images else np.full(s.shape + (3,), 96, np.uint8)
+        if img.shape[:2] != s.shape:
+            img = cv2.resize(img, (s.shape[1], s.shape[0]), interpolation=cv2.INTER_AREA)
+        tiles.append(tile(img))
+        for part, rgb, alpha in ((s & m, AGREE_RGB, 0.3), (s & ~m, MESH_ONLY_RGB, 0.9), (m & ~s, MASK_ONLY_RGB, 0.9)):
+            paint(tiles[-1], part, rgb, outline=False, alpha=alpha)
+    return grid(tiles, [f"view {i}  IoU {iou:.3f}" for i, iou in enumerate(ious)])
+
+
+def evaluate_silhouettes(mesh_path, scene_dir, mask_dir: str = "mask", cameras_name: str = "cameras_sphere.npz",
+                         workers: int = 1, sheet_path=None) -> dict:
     """{"mean_iou": float, "per_view": [IoU per view]} of a mesh file against scene_dir/mask_dir
-    (workers: processes, see silhouette_ious)."""
+    (workers: processes, see silhouettes); sheet_path: also write silhouette_sheet there (PNG)."""
     mesh = load_geometry(mesh_path)
     if not isinstance(mesh, trimesh.Trimesh):
         raise GeometryError(f"{mesh_path} holds points, not a mesh; the silhouette check needs faces")
     world_mats, _, masks = load_masks_and_cameras(Path(scene_dir), mask_dir, cameras_name)
-    ious = silhouette_ious(mesh, world_mats, masks, workers)
+    masks = masks > 0
+    sils = silhouettes(mesh, world_mats, *masks.shape[1:3], workers)
+    ious = [mask_iou(s, m) for s, m in zip(sils, masks)]
+    if sheet_path is not None:
+        sheet = silhouette_sheet(read_scene_images(scene_dir), sils, masks, ious)
+        atomic_write_image(sheet_path, sheet)
     return {"mean_iou": float(np.mean(ious)), "per_view": ious}

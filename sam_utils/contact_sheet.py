@@ -1,4 +1,5 @@
-"""One PNG showing every view with its mask drawn on it (green: accepted, orange: projection only)."""
+"""One PNG showing every view with masks drawn on it: the lifting's rounds (green: accepted, orange:
+projection only), and any other per-view picture built from the same tiles (tile, paint, grid)."""
 from __future__ import annotations
 
 import math
@@ -13,24 +14,44 @@ REJECTED_RGB = (255, 150, 20)
 FONT_SCALE = 0.45
 
 
+def tile(image: np.ndarray, tile_width: int = TILE_WIDTH) -> np.ndarray:
+    """(H,W,3) uint8 RGB -> (th, tile_width, 3) float32, the view's tile."""
+    h, w = image.shape[:2]
+    return cv2.resize(image, (tile_width, max(1, round(h * tile_width / w))),
+                      interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+def paint(t: np.ndarray, mask: np.ndarray, rgb, outline: bool = True, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
+    """Tint the tile t (th,tw,3) float32 with rgb (weight alpha) where mask (H,W) bool (resized to the tile)
+    holds, and outline it; returns the tile's mask."""
+    mt = cv2.resize(mask.astype(np.uint8), (t.shape[1], t.shape[0]), interpolation=cv2.INTER_NEAREST).astype(bool)
+    color = np.array(rgb, np.float32)
+    t[mt] = (1 - alpha) * t[mt] + alpha * color
+    if outline:
+        contours, _ = cv2.findContours(mt.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(t, contours, -1, tuple(float(c) for c in color), 1)
+    return mt
+
+
+def grid(tiles: list[np.ndarray], labels: list[str]) -> np.ndarray:
+    """Tiles (th,tw,3) of one size, each labelled in its corner -> one RGB uint8 image, rows of ~sqrt(N)."""
+    n = len(tiles)
+    cols = math.ceil(math.sqrt(n))
+    th, tw = tiles[0].shape[:2]
+    sheet = np.zeros((math.ceil(n / cols) * th, cols * tw, 3), np.uint8)
+    for i, (t, label) in enumerate(zip(tiles, labels)):
+        t = np.clip(t, 0, 255).astype(np.uint8)
+        cv2.putText(t, label, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, FONT_SCALE, (255, 255, 255), 1, cv2.LINE_AA)
+        r, c = divmod(i, cols)
+        sheet[r * th:(r + 1) * th, c * tw:(c + 1) * tw] = t
+    return sheet
+
+
 def contact_sheet(images: list[np.ndarray], masks: np.ndarray, accepted: np.ndarray, labels: list[str],
                   tile_width: int = TILE_WIDTH) -> np.ndarray:
     """images: N x (H,W,3) uint8 RGB; masks (N,H,W) bool; returns one RGB uint8 grid image."""
-    n = len(images)
-    cols = math.ceil(math.sqrt(n))
-    rows = math.ceil(n / cols)
-    h, w = images[0].shape[:2]
-    th = max(1, round(h * tile_width / w))
-    sheet = np.zeros((rows * th, cols * tile_width, 3), np.uint8)
-    for i, (img, m) in enumerate(zip(images, masks)):
-        tile = cv2.resize(img, (tile_width, th), interpolation=cv2.INTER_AREA).astype(np.float32)
-        mt = cv2.resize(m.astype(np.uint8), (tile_width, th), interpolation=cv2.INTER_NEAREST).astype(bool)
-        color = np.array(ACCEPTED_RGB if accepted[i] else REJECTED_RGB, np.float32)
-        tile[mt] = (1 - OVERLAY_ALPHA) * tile[mt] + OVERLAY_ALPHA * color
-        tile = tile.astype(np.uint8)
-        contours, _ = cv2.findContours(mt.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        cv2.drawContours(tile, contours, -1, tuple(int(c) for c in color), 1)
-        cv2.putText(tile, labels[i], (4, 14), cv2.FONT_HERSHEY_SIMPLEX, FONT_SCALE, (255, 255, 255), 1, cv2.LINE_AA)
-        r, c = divmod(i, cols)
-        sheet[r * th:(r + 1) * th, c * tile_width:(c + 1) * tile_width] = tile
-    return sheet
+    tiles = []
+    for img, m, ok in zip(images, masks, accepted):
+        tiles.append(tile(img, tile_width))
+        paint(tiles[-1], m, ACCEPTED_RGB if ok else REJECTED_RGB)
+    return grid(tiles, labels)

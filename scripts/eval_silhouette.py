@@ -3,12 +3,13 @@
 Usage (from the repository root)::
 
     python scripts/eval_silhouette.py --mesh exp/scan65/meshes/target.ply --scene data/dtu_scan65
-                                      [--mask_dir mask] [--json out.json] [--workers 8]
+                                      [--mask_dir mask] [--json out.json] [--sheet sheet.png] [--workers 8]
 
 The scene is in the NeuS/IDR layout (cameras_sphere.npz + one mask per view); the mesh is in the
 scene's world coordinates (this project's meshes/*.ply are). --mask_dir is `mask` (DTU's object
 masks) by default; for the built-in synthetic scenes use `gt/target_mask` to check a target mesh.
-Prints per-view and mean IoU; --json writes {"mean_iou": ..., "per_view": [...]}.
+Prints per-view and mean IoU; --json writes {"mean_iou": ..., "per_view": [...]}; --sheet writes one
+picture of every view (green: mesh and mask agree, red: mesh only, blue: mask only), to see where they differ.
 A pixel is in the silhouette when its centre falls in a projected triangle (evaluation/silhouette.py).
 """
 import argparse
@@ -31,6 +32,7 @@ def parse_args(argv=None):
     ap.add_argument("--mask_dir", default="mask", help="mask folder inside the scene (default mask)")
     ap.add_argument("--cameras", default="cameras_sphere.npz", help="cameras file inside the scene")
     ap.add_argument("--json", help="also write {mean_iou, per_view} to this file")
+    ap.add_argument("--sheet", help="also write every view's agreement picture to this PNG / JPEG")
     ap.add_argument("--workers", type=int, default=1, help="processes the views are split over (default 1)")
     return ap.parse_args(argv)
 
@@ -38,7 +40,8 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        result = evaluate_silhouettes(args.mesh, args.scene, args.mask_dir, args.cameras, args.workers)
+        result = evaluate_silhouettes(args.mesh, args.scene, args.mask_dir, args.cameras, args.workers,
+                                      args.sheet)
     except (GeometryError, DatasetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -47,6 +50,8 @@ def main(argv=None) -> int:
     print(f"mean IoU {result['mean_iou']:.4f} over {len(result['per_view'])} views")
     if args.json:
         write_json(args.json, result)
+    if args.sheet:
+        print(f"wrote {args.sheet}")
     return 0
 
 

@@ -10,6 +10,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
+import cv2
+import numpy as np
+
 
 class DiskFullError(OSError):
     """No space left while writing an output; the message names the folder and the space needed."""
@@ -53,3 +56,13 @@ def atomic_write(path: Path, write: Callable[[Path], None], size_hint: int = 0) 
 
 def atomic_write_text(path: Path, text: str) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text), len(text))
+
+
+def atomic_write_image(path, rgb: np.ndarray, params=()) -> Path:
+    """Encode rgb (H, W, 3) uint8 RGB, or (H, W) grey, by path's suffix (.png, .jpg) and write it atomically."""
+    path = Path(path)
+    img = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.ndim == 3 else rgb
+    ok, buf = cv2.imencode(path.suffix, img, list(params))
+    if not ok:
+        raise ValueError(f"could not encode {path}: give it a .png or .jpg name")
+    return atomic_write(path, lambda tmp: tmp.write_bytes(buf.tobytes()), buf.nbytes)

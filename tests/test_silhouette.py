@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import trimesh
@@ -60,22 +61,35 @@ def test_gt_target_mesh_matches_its_masks(scene):
     assert evaluate_silhouettes(scene / "gt" / "scene.ply", scene)["mean_iou"] >= EDGE_IOU
 
 
+def tinted(sheet_path: Path) -> tuple[int, int]:
+    """Pixels of a silhouette sheet tinted red (mesh only) and blue (mask only)."""
+    bgr = cv2.imread(str(sheet_path)).astype(int)
+    b, g, r = bgr[..., 0], bgr[..., 1], bgr[..., 2]
+    return int(((r > g + 60) & (r > b + 60)).sum()), int(((b > g + 40) & (b > r + 60)).sum())
+
+
 @pytest.mark.parametrize("factor", [0.9, 1.1])
 def test_shrunk_or_grown_mesh_scores_lower(scene, tmp_path, factor):
-    gt = evaluate_silhouettes(scene / "gt" / "target.ply", scene, "gt/target_mask")
+    gt = evaluate_silhouettes(scene / "gt" / "target.ply", scene, "gt/target_mask", sheet_path=tmp_path / "gt.png")
     scaled(trimesh.load(scene / "gt" / "target.ply", process=False), factor).export(tmp_path / "m.ply")
-    res = evaluate_silhouettes(tmp_path / "m.ply", scene, "gt/target_mask")
+    res = evaluate_silhouettes(tmp_path / "m.ply", scene, "gt/target_mask", sheet_path=tmp_path / "m.png")
     assert all(r < g - 0.05 for r, g in zip(res["per_view"], gt["per_view"]))
     assert res["mean_iou"] < 0.9
+    # the sheet shows what is wrong: a shrunk mesh leaves mask-only (blue) pixels, a grown one mesh-only (red)
+    (red0, blue0), (red, blue) = tinted(tmp_path / "gt.png"), tinted(tmp_path / "m.png")
+    missing, extra = (blue - blue0, red - red0) if factor < 1 else (red - red0, blue - blue0)
+    assert missing > 400 and extra < missing / 10, (red0, blue0, red, blue)
 
 
 def test_eval_silhouette_cli(scene, tmp_path):
     out = subprocess.run([sys.executable, "scripts/eval_silhouette.py", "--mesh", scene / "gt" / "target.ply",
-                          "--scene", scene, "--mask_dir", "gt/target_mask", "--json", tmp_path / "s.json"],
+                          "--scene", scene, "--mask_dir", "gt/target_mask", "--json", tmp_path / "s.json",
+                          "--sheet", tmp_path / "sheet.png"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     res = json.loads((tmp_path / "s.json").read_text())
     assert set(res) == {"mean_iou", "per_view"} and len(res["per_view"]) == 4
     assert f"mean IoU {res['mean_iou']:.4f} over 4 views" in out.stdout
+    assert cv2.imread(str(tmp_path / "sheet.png")).shape == (2 * 180, 2 * 240, 3)      # 4 views, 2 x 2 tiles
     with pytest.raises(DatasetError, match="no_such_dir"):
         evaluate_silhouettes(scene / "gt" / "target.ply", scene, "no_such_dir")
