@@ -31,7 +31,7 @@ import cv2
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.lifting_record import stopped_run  # noqa: E402
+from bench.lifting_record import SILHOUETTE_SHEET, stopped_run  # noqa: E402
 from bench.suite_table import markdown_table, summarize_scene  # noqa: E402
 from bench.target_cut_ab import table as cut_ab_table  # noqa: E402
 from systems.atomic import atomic_write_text  # noqa: E402
@@ -214,11 +214,13 @@ def collect(args, scenes: list[str]) -> dict:
 SHEET_PX, SHEET_QUALITY = 1200, 75   # contact sheets brought back as JPEG, longest side / quality
 
 
-def round_sheets(folder: Path) -> list[Path]:
-    """The first and the last lifting round's contact sheets of one run (the round that decides, the end)."""
+def run_pictures(folder: Path) -> list[tuple[Path, str]]:
+    """(file, name to copy it as) of one run's pictures: the first and the last lifting round's contact
+    sheets (the round that decides, the end) and the target mesh's silhouette sheet where written."""
     sheets = sorted(folder.rglob("masks/round_*/contact_sheet.png"))
     sheets = [f for f in sheets if f.parent.name != "round_00"]
-    return sorted({sheets[0], sheets[-1]}) if sheets else []
+    out = [(f, f"{f.parent.name}.jpg") for f in (sorted({sheets[0], sheets[-1]}) if sheets else [])]
+    return out + [(f, f.name) for f in folder.rglob(f"meshes/{SILHOUETTE_SHEET}")]
 
 
 def copy_results(args, scenes: list[str], summary_path: Path, dest: Path) -> None:
@@ -234,14 +236,14 @@ def copy_results(args, scenes: list[str], summary_path: Path, dest: Path) -> Non
                 if f.is_file():
                     out.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(f, out / name)
-            for sheet in round_sheets(run_dir(args, s, k)):
+            for sheet, name in run_pictures(run_dir(args, s, k)):
                 im = cv2.imread(str(sheet))
                 if im is None:
                     continue
                 scale = min(1.0, SHEET_PX / max(im.shape[:2]))
                 im = cv2.resize(im, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
                 out.mkdir(parents=True, exist_ok=True)
-                cv2.imwrite(str(out / f"{sheet.parent.name}.jpg"), im, [cv2.IMWRITE_JPEG_QUALITY, SHEET_QUALITY])
+                cv2.imwrite(str(out / name), im, [cv2.IMWRITE_JPEG_QUALITY, SHEET_QUALITY])
 
 
 def main(argv=None) -> int:
