@@ -336,7 +336,9 @@ class NTO3DPipeline(Pipeline):
                   f"{entry['uncut_iou_gt_worst']:.3f}")
         self.store.history.append(entry)
         atomic_write_text(self.exp_dir / "masks" / "final.json", json.dumps(entry, indent=1))   # for the report
+        t0, e0 = time.time(), self.meshes.eval_seconds
         self.meshes.write("scene", self.model.sdf.sdf, iteration)
+        self._tick("scene_mesh", t0 + self.meshes.eval_seconds - e0)            # its evaluation (bench only) apart
         self.phase, self.phase_start = "target", iteration
         self.stage = self._stage_for("target")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import imageio.v2 as imageio
@@ -102,6 +103,7 @@ class MeshWriter:
     def __init__(self, model, dataset: DTUDataset, settings: ValidateSettings, bound: float, exp_dir: Path):
         self.model, self.dataset, self.s, self.bound = model, dataset, settings, bound
         self.folder = Path(exp_dir) / "meshes"
+        self.eval_seconds = 0.0      # spent on evaluate (ground truth only): not part of a user's click -> mesh
 
     def write(self, which: str, sdf_fn, iteration: int, resolution: int | None = None,
               threshold: float | None = None, keep_largest: bool = False, formats=("ply",),
@@ -137,7 +139,9 @@ class MeshWriter:
         gt_dir = self.dataset.data_dir / "gt"
         if not (gt_dir / f"{which}.ply").is_file():
             return None
+        t0 = time.time()
         result = chamfer_files(path, gt_dir / f"{which}_visible.ply", gt_dir / f"{which}.ply", self.s.eval_spacing)
+        self.eval_seconds += time.time() - t0
         atomic_write_text(path.with_suffix(".json"), json.dumps(result, indent=2))
         print(f"[eval] {which} Chamfer (world units): " + json.dumps({k: round(v, 4) for k, v in result.items()
                                                                      if isinstance(v, float)}))

@@ -36,7 +36,7 @@ def test_rounds_are_recorded(run):
     assert judged and all(0.0 <= v["iou_projection"] <= 1.0 for v in judged)
     assert run.pipeline.phase == "done"
     timings = json.loads((run.exp_dir / "timings.json").read_text())
-    assert {"lift_train", "projection", "segmenter", "target_train"} <= set(timings)
+    assert {"lift_train", "projection", "segmenter", "target_train", "scene_mesh"} <= set(timings)
 
 
 def test_target_mesh_is_the_target(run, tiny_scene):
