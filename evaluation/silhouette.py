@@ -125,7 +125,7 @@ def silhouette_sheet(images: list[np.ndarray], sils: np.ndarray, masks: np.ndarr
 def evaluate_silhouettes(mesh_path, scene_dir, mask_dir: str = "mask", cameras_name: str = "cameras_sphere.npz",
                          workers: int = 1, sheet_path=None) -> dict:
     """{"mean_iou": float, "per_view": [IoU per view]} of a mesh file against scene_dir/mask_dir
-    (workers: processes, see silhouettes); sheet_path: also write silhouette_sheet there (PNG)."""
+    (workers: processes, see silhouettes); sheet_path: also write silhouette_sheet there (.png or .jpg)."""
     mesh = load_geometry(mesh_path)
     if not isinstance(mesh, trimesh.Trimesh):
         raise GeometryError(f"{mesh_path} holds points, not a mesh; the silhouette check needs faces")
