@@ -8,8 +8,6 @@ from pathlib import Path
 
 from sam_utils.lifting import load_final, load_rounds
 
-SILHOUETTE_SHEET = "target_silhouette.jpg"   # beside the target mesh: its silhouette against the masks, every view
-
 
 def lifting_fields(history: list[dict]) -> dict:
     """history: the lifting's entries in order (round 0's prompt, the rounds' reports, the final masks' entry)."""

@@ -31,9 +31,10 @@ import cv2
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.lifting_record import SILHOUETTE_SHEET, stopped_run  # noqa: E402
+from bench.lifting_record import stopped_run  # noqa: E402
 from bench.suite_table import markdown_table, summarize_scene  # noqa: E402
 from bench.target_cut_ab import table as cut_ab_table  # noqa: E402
+from evaluation.silhouette import check_paths  # noqa: E402
 from systems.atomic import atomic_write_text  # noqa: E402
 from datasets.synthetic_presets import PRESETS  # noqa: E402
 
@@ -220,7 +221,7 @@ def run_pictures(folder: Path) -> list[tuple[Path, str]]:
     sheets = sorted(folder.rglob("masks/round_*/contact_sheet.png"))
     sheets = [f for f in sheets if f.parent.name != "round_00"]
     out = [(f, f"{f.parent.name}.jpg") for f in (sorted({sheets[0], sheets[-1]}) if sheets else [])]
-    return out + [(f, f.name) for f in folder.rglob(f"meshes/{SILHOUETTE_SHEET}")]
+    return out + [(f, f.name) for f in folder.rglob(f"meshes/{check_paths('target.ply')[1].name}")]
 
 
 def copy_results(args, scenes: list[str], summary_path: Path, dest: Path) -> None:

@@ -9,7 +9,9 @@ sampling the renderers' masks use (one ray per pixel centre).
 """
 from __future__ import annotations
 
+import json
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -20,11 +22,13 @@ import trimesh
 from datasets.dtu import load_masks_and_cameras, read_scene_images
 from evaluation.metrics import GeometryError, load_geometry, mask_iou
 from sam_utils.contact_sheet import grid, paint, tile
-from systems.atomic import atomic_write_image
+from systems.atomic import atomic_write_image, atomic_write_text
 
 RASTER_CHUNK = 1 << 22        # pixel-centre tests per batch of triangles
 MIN_DEPTH = 1e-6              # vertices closer than this (camera depth) count as behind the camera
 AGREE_RGB, MESH_ONLY_RGB, MASK_ONLY_RGB = (40, 220, 60), (235, 40, 40), (40, 110, 255)
+MAX_WORKERS = 8               # processes a run's own check uses at most
+PIXELS_PER_WORKER = 5_000_000  # below this many pixels (views x H x W) a worker costs more than it saves
 
 
 def project(vertices: np.ndarray, world_mat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -125,15 +129,44 @@ def silhouette_sheet(images: list[np.ndarray], sils: np.ndarray, masks: np.ndarr
 def evaluate_silhouettes(mesh_path, scene_dir, mask_dir: str = "mask", cameras_name: str = "cameras_sphere.npz",
                          workers: int = 1, sheet_path=None) -> dict:
     """{"mean_iou": float, "per_view": [IoU per view]} of a mesh file against scene_dir/mask_dir
-    (workers: processes, see silhouettes); sheet_path: also write silhouette_sheet there (.png or .jpg)."""
+    (workers: processes, see silhouettes; 0 or None: by the pixels to raster); sheet_path: also write
+    silhouette_sheet there (.png or .jpg)."""
     mesh = load_geometry(mesh_path)
     if not isinstance(mesh, trimesh.Trimesh):
         raise GeometryError(f"{mesh_path} holds points, not a mesh; the silhouette check needs faces")
     world_mats, _, masks = load_masks_and_cameras(Path(scene_dir), mask_dir, cameras_name)
     masks = masks > 0
+    if not workers:
+        workers = min(MAX_WORKERS, os.cpu_count() or 1, -(-masks.size // PIXELS_PER_WORKER))
     sils = silhouettes(mesh, world_mats, *masks.shape[1:3], workers)
     ious = [mask_iou(s, m) for s, m in zip(sils, masks)]
     if sheet_path is not None:
         sheet = silhouette_sheet(read_scene_images(scene_dir), sils, masks, ious)
         atomic_write_image(sheet_path, sheet)
     return {"mean_iou": float(np.mean(ious)), "per_view": ious}
+
+
+def check_paths(mesh_path) -> tuple[Path, Path]:
+    """Where a mesh's silhouette check is kept: <mesh stem>_silhouette.json and .jpg beside it."""
+    mesh_path = Path(mesh_path)
+    return (mesh_path.with_name(f"{mesh_path.stem}_silhouette.json"),
+            mesh_path.with_name(f"{mesh_path.stem}_silhouette.jpg"))
+
+
+def check_mesh(mesh_path, scene_dir, mask_dir: str, workers: int = 0) -> dict:
+    """evaluate_silhouettes of a run's mesh, kept beside it (check_paths: the figures and the sheet) and read
+    back while the mesh is not newer and the masks are the same folder: the run, its report and the bench
+    share one computation. {"mean_iou", "per_view", "mask_dir", "sheet"}."""
+    json_path, sheet_path = check_paths(mesh_path)
+    mask_dir = str(mask_dir)
+    if json_path.is_file() and sheet_path.is_file() and json_path.stat().st_mtime >= Path(mesh_path).stat().st_mtime:
+        try:
+            kept = json.loads(json_path.read_text())
+            if kept.get("mask_dir") == mask_dir:
+                return kept
+        except ValueError:
+            pass                     # unreadable: computed again
+    result = {**evaluate_silhouettes(mesh_path, scene_dir, mask_dir, workers=workers, sheet_path=sheet_path),
+              "mask_dir": mask_dir, "sheet": sheet_path.name}
+    atomic_write_text(json_path, json.dumps(result, indent=1))
+    return result

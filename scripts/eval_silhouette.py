@@ -33,7 +33,8 @@ def parse_args(argv=None):
     ap.add_argument("--cameras", default="cameras_sphere.npz", help="cameras file inside the scene")
     ap.add_argument("--json", help="also write {mean_iou, per_view} to this file")
     ap.add_argument("--sheet", help="also write every view's agreement picture to this PNG / JPEG")
-    ap.add_argument("--workers", type=int, default=1, help="processes the views are split over (default 1)")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="processes the views are split over (default 0: by the pixels to raster, up to 8)")
     return ap.parse_args(argv)
 
 

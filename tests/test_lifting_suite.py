@@ -16,7 +16,6 @@ import pytest
 import trimesh
 
 from bench import lifting_suite
-from bench.lifting_record import SILHOUETTE_SHEET
 from bench.target_cut_ab import off_target
 from bench.suite_table import summarize_scene, table_row
 from evaluation.report import write_report
@@ -93,7 +92,7 @@ def test_summary_and_table_are_computed_from_the_run_jsons(suite):
         assert sheet is not None and sheet.shape[:2] == png.shape[:2]        # small sheets keep their size
         # and the target mesh's silhouette sheet (4 views of 64 px -> 2 x 2 tiles of 240 px); none for an empty
         # mesh (a tiny run may find no target)
-        sil_sheet = cv2.imread(str(root / "copy" / "easy" / f"seed{k}" / SILHOUETTE_SHEET))
+        sil_sheet = cv2.imread(str(root / "copy" / "easy" / f"seed{k}" / "target_silhouette.jpg"))
         if runs[k]["silhouette_iou"]["mean"] > 0:
             assert sil_sheet is not None and sil_sheet.shape[1] == 2 * 240
         else:

@@ -97,3 +97,36 @@ def test_mesh_render_matches_the_scene_mask(tiny_scene):
     assert (gt & ~mask).sum() < 0.1 * gt.sum()             # nearly every target pixel is drawn (occlusion only removes)
     shade = rgb[mask].astype(float).mean(1)
     assert shade.std() > 5                                               # shaded, not flat
+
+
+def test_report_checks_the_target_silhouette_against_the_confs_masks(run_dir, tiny_scene, tmp_path):
+    """With nto3d.gt_mask_dir in the run's conf, the report scores meshes/target.ply against those masks in every
+    view and shows the sheet; the check is kept beside the mesh, read back while the mesh is unchanged and
+    computed again once the mesh is newer (a shrunk mesh scores lower)."""
+    import os
+
+    import trimesh
+
+    exp = tmp_path / "run"
+    shutil.copytree(run_dir, exp)
+    (exp / "config.conf").write_text(f'dataset {{\n  data_dir = "{tiny_scene}"\n}}\n'
+                                     f'nto3d {{\n  gt_mask_dir = gt/target_mask\n}}\n')
+    page = write_report(exp).read_text()
+    kept = json.loads((exp / "meshes" / "target_silhouette.json").read_text())
+    assert kept["mask_dir"] == "gt/target_mask" and len(kept["per_view"]) == 8
+    assert kept["mean_iou"] > 0.85                              # the true target mesh (masks hold occlusion)
+    assert f"mean IoU {kept['mean_iou']:.4f} over 8 views" in page
+    sheet = _images(page)["img-silhouette"]
+    assert sheet.shape[1] == 3 * 240                            # 8 views: rows of 3 tiles
+    # read back, not computed again, while the mesh is not newer
+    (exp / "meshes" / "target_silhouette.json").write_text(json.dumps({**kept, "mean_iou": 0.123}))
+    assert "mean IoU 0.1230 over 8 views" in write_report(exp).read_text()
+    # a newer (shrunk) mesh: computed again, and lower
+    mesh = trimesh.load(exp / "meshes" / "target.ply", process=False)
+    centre = mesh.vertices.mean(axis=0)
+    trimesh.Trimesh(centre + 0.8 * (mesh.vertices - centre), mesh.faces).export(exp / "meshes" / "target.ply")
+    later = os.stat(exp / "meshes" / "target_silhouette.json").st_mtime + 5
+    os.utime(exp / "meshes" / "target.ply", (later, later))
+    write_report(exp)
+    again = json.loads((exp / "meshes" / "target_silhouette.json").read_text())
+    assert again["mean_iou"] < kept["mean_iou"] - 0.1
