@@ -40,7 +40,7 @@ def _list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file())
 
 
-def _read_image(path: Path) -> np.ndarray:
+def read_image(path: Path) -> np.ndarray:
     """Read an image as uint8 (H, W, 3) RGB: alpha dropped, grey replicated, 16-bit rescaled."""
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None or img.size == 0:
@@ -145,10 +145,10 @@ def load_masks_and_cameras(data_dir, mask_dir: str = "mask", cameras_name: str =
     return world, scale, np.stack(masks)
 
 
-def read_scene_images(data_dir) -> list[np.ndarray]:
-    """A scene folder's images (H, W, 3) uint8 RGB in view order; [] where it has no image/ folder."""
+def scene_images(data_dir) -> list[Path]:
+    """A scene folder's image files in view order ([] where it has no image/ folder); read_image reads one."""
     folder = Path(data_dir) / "image"
-    return [_read_image(p) for p in _list_images(folder)] if folder.is_dir() else []
+    return _list_images(folder) if folder.is_dir() else []
 
 
 # ----------------------------------------------------------------------------- camera maths
@@ -217,7 +217,7 @@ class DTUDataset:
         self.world_mats, scale_mats = _load_cameras(self.data_dir / cameras_name, self.n_images)
         self.scale_mat = scale_mats[0]
 
-        images = self._read_all(self.image_paths, _read_image, "image")         # (N, H0, W0, 3)
+        images = self._read_all(self.image_paths, read_image, "image")         # (N, H0, W0, 3)
         h0, w0 = images.shape[1:3]
         self.full_size = (h0, w0)                     # (H, W) of the files, before downscale
         self.H, self.W = max(1, round(h0 / downscale)), max(1, round(w0 / downscale))

@@ -19,9 +19,9 @@ import cv2
 import numpy as np
 import trimesh
 
-from datasets.dtu import load_masks_and_cameras, read_scene_images
+from datasets.dtu import load_masks_and_cameras, read_image, scene_images
 from evaluation.metrics import GeometryError, load_geometry, mask_iou
-from sam_utils.contact_sheet import grid, paint, tile
+from sam_utils.contact_sheet import TILE_WIDTH, grid, paint, tile
 from systems.atomic import atomic_write_image, atomic_write_text
 
 RASTER_CHUNK = 1 << 22        # pixel-centre tests per batch of triangles
@@ -88,48 +88,55 @@ def silhouette(mesh: trimesh.Trimesh, world_mat: np.ndarray, height: int, width:
     return rasterize(uv, faces[(depth[faces] > MIN_DEPTH).all(axis=1)], height, width)
 
 
-def silhouettes(mesh: trimesh.Trimesh, world_mats: np.ndarray, height: int, width: int,
-                workers: int = 1) -> np.ndarray:
-    """(N, H, W) bool: the mesh's silhouette in each view of world_mats (N, 4, 4).
+def view_checks(mesh: trimesh.Trimesh, world_mats: np.ndarray, masks: np.ndarray, tile_hw: tuple[int, int],
+                workers: int = 1) -> tuple[list[float], np.ndarray]:
+    """Per view of world_mats (N, 4, 4): the IoU of the mesh's silhouette against masks (N, H, W) bool, and
+    where they differ at tile size, (N, th, tw) uint8: 0 neither, 1 both, 2 mesh only, 3 mask only.
 
-    workers > 1: the views are split over that many processes (the rasteriser is single-threaded
-    numpy, and a fine mesh seen in a hundred views takes minutes in one).
+    workers > 1: the views are split over that many processes (the rasteriser is single-threaded numpy,
+    and a fine mesh seen in a hundred views takes minutes in one). Full-size silhouettes are never kept.
     """
     n = len(world_mats)
     if workers <= 1 or n < 2:
-        return np.stack([silhouette(mesh, m, height, width) for m in world_mats]) if n else \
-            np.zeros((0, height, width), bool)
+        ious, labels = [], np.zeros((n, *tile_hw), np.uint8)
+        for i, (w, m) in enumerate(zip(world_mats, masks)):
+            s = silhouette(mesh, w, *m.shape)
+            ious.append(mask_iou(s, m))
+            label = np.select([s & m, s & ~m, m & ~s], [1, 2, 3], 0).astype(np.uint8)
+            labels[i] = cv2.resize(label, tile_hw[::-1], interpolation=cv2.INTER_NEAREST)
+        return ious, labels
     chunks = np.array_split(np.arange(n), min(workers, n))
-    jobs = [(np.asarray(mesh.vertices), np.asarray(mesh.faces), world_mats[c], height, width) for c in chunks]
+    jobs = [(np.asarray(mesh.vertices), np.asarray(mesh.faces), world_mats[c], masks[c], tile_hw) for c in chunks]
     # spawn, not fork: the parent may hold torch / OpenMP threads that a forked child would inherit locked
     with ProcessPoolExecutor(len(jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
-        return np.concatenate(list(pool.map(_chunk_silhouettes, jobs)))
+        parts = list(pool.map(_chunk_checks, jobs))
+    return [iou for ious, _ in parts for iou in ious], np.concatenate([labels for _, labels in parts])
 
 
-def _chunk_silhouettes(job) -> np.ndarray:
-    vertices, faces, world_mats, height, width = job
-    return silhouettes(trimesh.Trimesh(vertices, faces, process=False), world_mats, height, width)
+def _chunk_checks(job):
+    vertices, faces, world_mats, masks, tile_hw = job
+    return view_checks(trimesh.Trimesh(vertices, faces, process=False), world_mats, masks, tile_hw)
 
 
-def silhouette_sheet(images: list[np.ndarray], sils: np.ndarray, masks: np.ndarray, ious: list[float]) -> np.ndarray:
-    """One RGB picture of every view: green where mesh and mask agree, red where only the mesh covers
-    (a skirt, a spill), blue where only the mask does (a missing part); each tile labelled with its IoU.
-    images: N x (H, W, 3) uint8 RGB or [] (grey tiles); sils, masks (N, H, W) bool."""
+def silhouette_sheet(image_paths: list[Path], labels: np.ndarray, ious: list[float]) -> np.ndarray:
+    """One RGB picture of every view from view_checks' labels: green where mesh and mask agree, red where
+    only the mesh covers (a skirt, a spill), blue where only the mask does (a missing part); each tile on
+    its photo (read one at a time; grey without photos) and labelled with its IoU."""
     tiles = []
-    for i, (s, m) in enumerate(zip(sils, masks)):
-        img = images[i] if images else np.full(s.shape + (3,), 96, np.uint8)
-        if img.shape[:2] != s.shape:
-            img = cv2.resize(img, (s.shape[1], s.shape[0]), interpolation=cv2.INTER_AREA)
-        tiles.append(tile(img))
-        for part, rgb, alpha in ((s & m, AGREE_RGB, 0.3), (s & ~m, MESH_ONLY_RGB, 0.9), (m & ~s, MASK_ONLY_RGB, 0.9)):
-            paint(tiles[-1], part, rgb, outline=False, alpha=alpha)
+    for i, label in enumerate(labels):
+        t = tile(read_image(image_paths[i])) if image_paths else np.full((*label.shape, 3), 96, np.float32)
+        if t.shape[:2] != label.shape:              # photos of another aspect than the masks: the masks' tile
+            t = cv2.resize(t, label.shape[::-1], interpolation=cv2.INTER_AREA)
+        for value, rgb, alpha in ((1, AGREE_RGB, 0.3), (2, MESH_ONLY_RGB, 0.9), (3, MASK_ONLY_RGB, 0.9)):
+            paint(t, label == value, rgb, outline=False, alpha=alpha)
+        tiles.append(t)
     return grid(tiles, [f"view {i}  IoU {iou:.3f}" for i, iou in enumerate(ious)])
 
 
 def evaluate_silhouettes(mesh_path, scene_dir, mask_dir: str = "mask", cameras_name: str = "cameras_sphere.npz",
                          workers: int = 1, sheet_path=None) -> dict:
     """{"mean_iou": float, "per_view": [IoU per view]} of a mesh file against scene_dir/mask_dir
-    (workers: processes, see silhouettes; 0 or None: by the pixels to raster); sheet_path: also write
+    (workers: processes, see view_checks; 0 or None: by the pixels to raster); sheet_path: also write
     silhouette_sheet there (.png or .jpg)."""
     mesh = load_geometry(mesh_path)
     if not isinstance(mesh, trimesh.Trimesh):
@@ -138,11 +145,10 @@ def evaluate_silhouettes(mesh_path, scene_dir, mask_dir: str = "mask", cameras_n
     masks = masks > 0
     if not workers:
         workers = min(MAX_WORKERS, os.cpu_count() or 1, -(-masks.size // PIXELS_PER_WORKER))
-    sils = silhouettes(mesh, world_mats, *masks.shape[1:3], workers)
-    ious = [mask_iou(s, m) for s, m in zip(sils, masks)]
+    h, w = masks.shape[1:3]
+    ious, labels = view_checks(mesh, world_mats, masks, (max(1, round(h * TILE_WIDTH / w)), TILE_WIDTH), workers)
     if sheet_path is not None:
-        sheet = silhouette_sheet(read_scene_images(scene_dir), sils, masks, ious)
-        atomic_write_image(sheet_path, sheet)
+        atomic_write_image(sheet_path, silhouette_sheet(scene_images(scene_dir), labels, ious))
     return {"mean_iou": float(np.mean(ious)), "per_view": ious}
 
 

@@ -114,7 +114,7 @@ def _load(src: Path, fmt: str, staging: Path, opts: dict, log) -> Scene:
 
 
 def _read_rgba(path: Path) -> np.ndarray:
-    """(H, W, 3|4) uint8 RGB(A); 16-bit and grey inputs converted (dtu._read_image drops alpha,
+    """(H, W, 3|4) uint8 RGB(A); 16-bit and grey inputs converted (dtu.read_image drops alpha,
     which the compositing needs)."""
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None:
