@@ -56,3 +56,21 @@ def downsample_masks(masks: np.ndarray, height: int, width: int) -> np.ndarray:
         return masks
     return np.stack([cv2.resize(m.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA) >= 0.5
                      for m in masks])
+
+
+def disagreement(lifted: np.ndarray, prompt_mask: np.ndarray) -> str:
+    """Why the prompt view's lifted mask and the prompt's own mask (H,W) bool differ, in the user's words:
+    which one holds what the other lacks. A lifted mask inside the prompt's is either a part of the target
+    or the right answer to a prompt mask that spilled past the object; one reaching past it either took in
+    a neighbour or completed what the prompt mask missed: the masks alone cannot tell, the user can."""
+    lifted, prompt_mask = np.asarray(lifted, bool), np.asarray(prompt_mask, bool)
+    both = float((lifted & prompt_mask).sum())
+    kept = both / max(float(prompt_mask.sum()), 1.0)          # share of the prompt's mask the lifted one keeps
+    inside = both / max(float(lifted.sum()), 1.0)             # share of the lifted mask inside the prompt's
+    if inside >= 0.9 and kept < 0.9:
+        return (f"it keeps {kept:.0%} of your prompt's mask: either that mask spilled past the object (then the "
+                f"lifted one is right) or the result is a part of the target")
+    if kept >= 0.9 and inside < 0.9:
+        return (f"{1 - inside:.0%} of it lies outside your prompt's mask: either that mask missed part of the "
+                f"object (then the lifted one is right) or the result took in a neighbour")
+    return f"they overlap in {both:.0f} pixels only: the result may be another object or a part of the target"

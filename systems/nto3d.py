@@ -16,7 +16,7 @@ import numpy as np
 
 from sam_utils.connectivity import keep_connected
 from sam_utils.lifting import MaskStore, clear_rounds, final_masks, run_round, save_round
-from sam_utils.masks import mask_iou, pack_masks, unpack_masks
+from sam_utils.masks import disagreement, mask_iou, pack_masks, unpack_masks
 from sam_utils.errors import PromptError
 from sam_utils.prompts import Prompt, load_prompt_file
 from sam_utils.segmenter import Segmenter, check_nonempty
@@ -323,8 +323,9 @@ class NTO3DPipeline(Pipeline):
         entry["warnings"] = [self.rolled_back["warning"]] if self.rolled_back else []
         if entry["prompt_agreement"] < PROMPT_AGREEMENT_WARN:
             entry["warnings"].append(f"the lifted mask of the prompt view agrees with your prompt's mask only "
-                                     f"{entry['prompt_agreement']:.2f} (IoU): the result may be a part of the "
-                                     f"target; see {self.exp_dir / 'masks'}")
+                                     f"{entry['prompt_agreement']:.2f} (IoU): "
+                                     f"{disagreement(self.final[pv], self.store.masks[pv])}; see "
+                                     f"{self.exp_dir / 'masks'} (round_00: your prompt's mask)")
             print(f"[lift] WARNING: {entry['warnings'][-1]}")
         if self.gt is not None:
             for key, masks in (("", self.final), ("uncut_", uncut_masks)):

@@ -13,6 +13,7 @@ import evaluation.sampling as sampling
 from tests.dtu_reference import ref_downsample, ref_sample
 from evaluation.metrics import (GeometryError, chamfer, chamfer_files, load_geometry, mask_iou,
                                 outlier_mean, prediction_points)
+from sam_utils.masks import disagreement
 
 ROOT = Path(__file__).resolve().parents[1]
 SIDE = 20.0                         # plate side length, mm
@@ -127,6 +128,18 @@ def test_mask_iou():
     assert mask_iou(a, a) == 1.0
     with pytest.raises(ValueError, match="shape"):
         mask_iou(a, a[:5])
+
+
+def test_disagreement_says_which_mask_holds_what_the_other_lacks():
+    obj = np.zeros((40, 40), bool)
+    obj[10:30, 10:30] = True
+    spilled = obj.copy()
+    spilled[10:30, 30:40] = True                      # the prompt's mask ran onto the background (border)
+    assert "spilled" in disagreement(obj, spilled) and "keeps 67%" in disagreement(obj, spilled)   # 400 of 600
+    assert "missed" in disagreement(spilled, obj) and "33%" in disagreement(spilled, obj)
+    elsewhere = np.zeros_like(obj)
+    elsewhere[0:5, 0:5] = True
+    assert "another object" in disagreement(elsewhere, obj)
 
 
 def test_load_geometry(tmp_path):
