@@ -30,7 +30,7 @@ from evaluation.mesh_render import camera_from_world_mat, render_mesh, scaled_in
 from evaluation.metrics import GeometryError
 from evaluation.silhouette import check_mesh, check_paths
 from sam_utils.lifting import load_final, load_rounds
-from systems.config import Conf
+from systems.config import Conf, ConfigError
 
 REPORT_NAME = "report.html"
 JPEG_QUALITY = 85
@@ -179,11 +179,14 @@ def _fmt(v) -> str:
     return html.escape("" if v is None else str(v))
 
 
-def _from_conf(exp_dir: Path, key: str) -> str | None:
+def _from_conf(exp_dir: Path, keys: tuple[str, ...]) -> list[str | None]:
+    """The run's config.conf values of keys (str), None for each the run has not (no conf, or no key): the
+    report goes without what they name."""
     try:
-        return Conf.from_file(exp_dir / "config.conf").get(key, str)
-    except Exception:  # noqa: BLE001 - no conf or no key: the report goes without what it names
-        return None
+        conf = Conf.from_file(exp_dir / "config.conf")
+        return [conf.get(key, str) if conf.has(key) else None for key in keys]
+    except ConfigError:              # no conf, unreadable, or a section where a value should be
+        return [None] * len(keys)
 
 
 def silhouette_section(mesh_path: Path, data_dir: Path, mask_dir: str) -> str:
@@ -221,8 +224,8 @@ def write_report(exp_dir, data_dir=None, out=None, n_renders: int = N_RENDERS,
     exp_dir = Path(exp_dir)
     if not exp_dir.is_dir():
         raise FileNotFoundError(f"write_report: run folder {exp_dir} not found; pass the exp/<case>/<conf> folder")
-    if data_dir is None:
-        data_dir = _from_conf(exp_dir, "dataset.data_dir")
+    conf_data_dir, mask_dir = _from_conf(exp_dir, ("dataset.data_dir", "nto3d.gt_mask_dir"))
+    data_dir = data_dir if data_dir is not None else conf_data_dir
     data_dir = Path(data_dir) if data_dir is not None else None
     images = _images(data_dir)
     rounds = load_rounds(exp_dir)
@@ -273,7 +276,7 @@ def write_report(exp_dir, data_dir=None, out=None, n_renders: int = N_RENDERS,
                        for i, (v, img) in enumerate(views))
         sections.append(f"<h2>Mesh: {html.escape(mesh_path.name)}</h2><p>{len(mesh.vertices)} vertices, "
                         f"{len(mesh.faces)} faces (world units)</p>" + (body or '<p class="note">empty mesh</p>'))
-    mask_dir, target = _from_conf(exp_dir, "nto3d.gt_mask_dir"), exp_dir / "meshes" / "target.ply"
+    target = exp_dir / "meshes" / "target.ply"
     if target.is_file() and data_dir is not None and mask_dir and (data_dir / mask_dir).is_dir():
         sections.append(silhouette_section(target, data_dir, mask_dir))
     metrics = mesh_metrics(exp_dir)

@@ -21,16 +21,15 @@ def tile(image: np.ndarray, tile_width: int = TILE_WIDTH) -> np.ndarray:
                       interpolation=cv2.INTER_AREA).astype(np.float32)
 
 
-def paint(t: np.ndarray, mask: np.ndarray, rgb, outline: bool = True, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
-    """Tint the tile t (th,tw,3) float32 with rgb (weight alpha) where mask (H,W) bool (resized to the tile)
-    holds, and outline it; returns the tile's mask."""
+def paint(t: np.ndarray, mask: np.ndarray, rgb, outline: bool = True, alpha: float = OVERLAY_ALPHA) -> None:
+    """Tint the tile t (th,tw,3) float32 in place with rgb (weight alpha) where mask (H,W) bool (resized to
+    the tile) holds, and outline it."""
     mt = cv2.resize(mask.astype(np.uint8), (t.shape[1], t.shape[0]), interpolation=cv2.INTER_NEAREST).astype(bool)
     color = np.array(rgb, np.float32)
     t[mt] = (1 - alpha) * t[mt] + alpha * color
     if outline:
         contours, _ = cv2.findContours(mt.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(t, contours, -1, tuple(float(c) for c in color), 1)
-    return mt
 
 
 def grid(tiles: list[np.ndarray], labels: list[str]) -> np.ndarray:
