@@ -37,10 +37,10 @@ from bench.target_cut_ab import cut_ab_pipeline, off_target  # noqa: E402
 from datasets.synthetic import make_scene  # noqa: E402
 from evaluation.segmentation import segmenter_alone_ious  # noqa: E402
 from evaluation.metrics import GeometryError  # noqa: E402
-from evaluation.silhouette import check_mesh  # noqa: E402
 from sam_utils.masks import mask_iou  # noqa: E402
 from systems.atomic import atomic_write_text  # noqa: E402
 from systems.config import Conf  # noqa: E402
+from systems.outputs import silhouette_check  # noqa: E402
 from systems.propagation import click_propagation  # noqa: E402
 from systems.runner import build_run  # noqa: E402
 
@@ -115,10 +115,10 @@ def run_once(args, case: str, extra: list[str], tag: str, resume_from: Path | No
 
 def target_silhouette(mesh: Path, p) -> dict:
     """{"mean", "worst"}: IoU of the target mesh's silhouette against the scene's masks (p.n.gt_mask_dir) in
-    every view (evaluation.silhouette.check_mesh: the run's report may have computed it); an empty mesh (no
-    target found) has none: 0."""
+    every view (systems.outputs.silhouette_check, kept beside the mesh); an empty mesh (no target found) has
+    none: 0."""
     try:
-        sil = check_mesh(mesh.with_name("target.ply"), p.dataset.data_dir, p.n.gt_mask_dir)   # the latest copy
+        sil = silhouette_check(mesh.with_name("target.ply"), p.dataset.data_dir, p.n.gt_mask_dir)   # the latest copy
     except GeometryError as e:
         print(f"[bench] silhouette: {e}")
         return {"mean": 0.0, "worst": 0.0}

@@ -4,8 +4,8 @@ Contents, each when the run has the data: the prompt drawn on its view with its 
 per-round plots (IoU with ground truth, agreement with the projection, accepted views), the stage
 timings, the loss curve (progress.json), the per-round contact sheets, renders of the final mesh
 (meshes/target.ply, else scene.ply) from a few of the scene's cameras beside the photos
-(evaluation/mesh_render.py, CPU), the target mesh's silhouette against the scene's masks where the conf
-names them (nto3d.gt_mask_dir), and the Chamfer metrics (meshes/*.json). Images have ids
+(evaluation/mesh_render.py, CPU), the target mesh's silhouette check where the run kept one (against the
+masks its conf names, nto3d.gt_mask_dir), and the Chamfer metrics (meshes/*.json). Images have ids
 (`img-prompt`, `img-iou`, ...), so tests and scripts can find them.
 
     python -m evaluation.report exp/<case>/<conf> [--data data/<case>]
@@ -24,13 +24,12 @@ import cv2
 import numpy as np
 import trimesh
 
-from datasets.dtu import IMAGE_EXTS, DatasetError
+from datasets.dtu import IMAGE_EXTS
 from evaluation import report_plots as plots
 from evaluation.mesh_render import camera_from_world_mat, render_mesh, scaled_intrinsics
-from evaluation.metrics import GeometryError
-from evaluation.silhouette import check_mesh, check_paths
+from evaluation.silhouette import check_paths
 from sam_utils.lifting import load_final, load_rounds
-from systems.config import Conf, ConfigError
+from systems.config import Conf
 
 REPORT_NAME = "report.html"
 JPEG_QUALITY = 85
@@ -179,30 +178,26 @@ def _fmt(v) -> str:
     return html.escape("" if v is None else str(v))
 
 
-def _from_conf(exp_dir: Path, keys: tuple[str, ...]) -> list[str | None]:
-    """The run's config.conf values of keys (str), None for each the run has not (no conf, or no key): the
-    report goes without what they name."""
+def _data_dir_from_conf(exp_dir: Path) -> Path | None:
     try:
-        conf = Conf.from_file(exp_dir / "config.conf")
-        return [conf.get(key, str) if conf.has(key) else None for key in keys]
-    except ConfigError:              # no conf, unreadable, or a section where a value should be
-        return [None] * len(keys)
+        return Path(Conf.from_file(exp_dir / "config.conf").get("dataset.data_dir", str))
+    except Exception:  # noqa: BLE001 - no conf or no key: the report goes without the photos
+        return None
 
 
-def silhouette_section(mesh_path: Path, data_dir: Path, mask_dir: str) -> str:
-    """The target mesh's silhouette against the scene's masks in every view (evaluation.silhouette.check_mesh,
-    kept beside the mesh): mean and worst IoU and the sheet of where they differ."""
-    head = f"<h2>Silhouette check: {html.escape(mesh_path.name)} against {html.escape(mask_dir)}/</h2>"
-    try:
-        res = check_mesh(mesh_path, data_dir, mask_dir)
-    except (GeometryError, DatasetError) as exc:
-        return head + f'<p class="note">{html.escape(str(exc))}</p>'
+def silhouette_section(mesh_path: Path) -> str | None:
+    """The mesh's silhouette check where the run kept one (evaluation.silhouette.check_paths: the target mesh
+    against the conf's masks): mean and worst IoU and the sheet of where they differ; else None."""
+    json_path, sheet_path = check_paths(mesh_path)
+    res = _read_json(json_path)
+    if not res or not res.get("per_view"):
+        return None
     worst = int(np.argmin(res["per_view"]))
-    sheet = _read_rgb(check_paths(mesh_path)[1])
-    text = (f"<p>mean IoU {res['mean_iou']:.4f} over {len(res['per_view'])} views; worst view {worst}: "
-            f"{res['per_view'][worst]:.4f}</p>")
-    return head + text + ("" if sheet is None else _img(
-        sheet, "img-silhouette", "green: mesh and mask agree, red: mesh only, blue: mask only", "jpeg"))
+    sheet = _read_rgb(sheet_path)
+    return (f"<h2>Silhouette check: {html.escape(mesh_path.name)} against {html.escape(str(res.get('mask_dir')))}/"
+            f"</h2><p>mean IoU {res['mean_iou']:.4f} over {len(res['per_view'])} views; worst view {worst}: "
+            f"{res['per_view'][worst]:.4f}</p>" + ("" if sheet is None else _img(
+                sheet, "img-silhouette", "green: mesh and mask agree, red: mesh only, blue: mask only", "jpeg")))
 
 
 # ------------------------------------------------------------------ the page
@@ -224,9 +219,7 @@ def write_report(exp_dir, data_dir=None, out=None, n_renders: int = N_RENDERS,
     exp_dir = Path(exp_dir)
     if not exp_dir.is_dir():
         raise FileNotFoundError(f"write_report: run folder {exp_dir} not found; pass the exp/<case>/<conf> folder")
-    conf_data_dir, mask_dir = _from_conf(exp_dir, ("dataset.data_dir", "nto3d.gt_mask_dir"))
-    data_dir = data_dir if data_dir is not None else conf_data_dir
-    data_dir = Path(data_dir) if data_dir is not None else None
+    data_dir = Path(data_dir) if data_dir is not None else _data_dir_from_conf(exp_dir)
     images = _images(data_dir)
     rounds = load_rounds(exp_dir)
     reports = [r for _, r in rounds]
@@ -276,9 +269,9 @@ def write_report(exp_dir, data_dir=None, out=None, n_renders: int = N_RENDERS,
                        for i, (v, img) in enumerate(views))
         sections.append(f"<h2>Mesh: {html.escape(mesh_path.name)}</h2><p>{len(mesh.vertices)} vertices, "
                         f"{len(mesh.faces)} faces (world units)</p>" + (body or '<p class="note">empty mesh</p>'))
-    target = exp_dir / "meshes" / "target.ply"
-    if target.is_file() and data_dir is not None and mask_dir and (data_dir / mask_dir).is_dir():
-        sections.append(silhouette_section(target, data_dir, mask_dir))
+    silhouette = silhouette_section(exp_dir / "meshes" / "target.ply")
+    if silhouette:
+        sections.append(silhouette)
     metrics = mesh_metrics(exp_dir)
     if metrics:
         keys = ["mesh", "iteration"] + [k for k in ("accuracy", "completeness", "overall") if k in metrics[0]]

@@ -9,7 +9,6 @@ sampling the renderers' masks use (one ray per pixel centre).
 """
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -22,7 +21,6 @@ import trimesh
 from datasets.dtu import load_masks_and_cameras, read_image, scene_images
 from evaluation.metrics import GeometryError, load_geometry, mask_iou
 from sam_utils.contact_sheet import TILE_WIDTH, grid, paint, tile
-from systems.atomic import atomic_write_image, atomic_write_text
 
 RASTER_CHUNK = 1 << 22        # pixel-centre tests per batch of triangles
 MIN_DEPTH = 1e-6              # vertices closer than this (camera depth) count as behind the camera
@@ -134,10 +132,10 @@ def silhouette_sheet(image_paths: list[Path], labels: np.ndarray, ious: list[flo
 
 
 def evaluate_silhouettes(mesh_path, scene_dir, mask_dir: str = "mask", cameras_name: str = "cameras_sphere.npz",
-                         workers: int = 1, sheet_path=None) -> dict:
+                         workers: int = 1, sheet: bool = False) -> dict:
     """{"mean_iou": float, "per_view": [IoU per view]} of a mesh file against scene_dir/mask_dir
-    (workers: processes, see view_checks; 0 or None: by the pixels to raster); sheet_path: also write
-    silhouette_sheet there (.png or .jpg)."""
+    (workers: processes, see view_checks; 0 or None: by the pixels to raster); sheet: also "sheet", the
+    silhouette_sheet (RGB uint8) of where they differ."""
     mesh = load_geometry(mesh_path)
     if not isinstance(mesh, trimesh.Trimesh):
         raise GeometryError(f"{mesh_path} holds points, not a mesh; the silhouette check needs faces")
@@ -147,32 +145,15 @@ def evaluate_silhouettes(mesh_path, scene_dir, mask_dir: str = "mask", cameras_n
         workers = min(MAX_WORKERS, os.cpu_count() or 1, -(-masks.size // PIXELS_PER_WORKER))
     h, w = masks.shape[1:3]
     ious, labels = view_checks(mesh, world_mats, masks, (max(1, round(h * TILE_WIDTH / w)), TILE_WIDTH), workers)
-    if sheet_path is not None:
-        atomic_write_image(sheet_path, silhouette_sheet(scene_images(scene_dir), labels, ious))
-    return {"mean_iou": float(np.mean(ious)), "per_view": ious}
+    out = {"mean_iou": float(np.mean(ious)), "per_view": ious}
+    if sheet:
+        out["sheet"] = silhouette_sheet(scene_images(scene_dir), labels, ious)
+    return out
 
 
 def check_paths(mesh_path) -> tuple[Path, Path]:
-    """Where a mesh's silhouette check is kept: <mesh stem>_silhouette.json and .jpg beside it."""
+    """Where a run keeps a mesh's silhouette check (systems.outputs.silhouette_check writes it, the report
+    and the bench read it): <mesh stem>_silhouette.json and .jpg beside the mesh."""
     mesh_path = Path(mesh_path)
     return (mesh_path.with_name(f"{mesh_path.stem}_silhouette.json"),
             mesh_path.with_name(f"{mesh_path.stem}_silhouette.jpg"))
-
-
-def check_mesh(mesh_path, scene_dir, mask_dir: str, workers: int = 0) -> dict:
-    """evaluate_silhouettes of a run's mesh, kept beside it (check_paths: the figures and the sheet) and read
-    back while the mesh is not newer and the masks are the same folder: the run, its report and the bench
-    share one computation. {"mean_iou", "per_view", "mask_dir", "sheet"}."""
-    json_path, sheet_path = check_paths(mesh_path)
-    mask_dir = str(mask_dir)
-    if json_path.is_file() and sheet_path.is_file() and json_path.stat().st_mtime >= Path(mesh_path).stat().st_mtime:
-        try:
-            kept = json.loads(json_path.read_text())
-            if kept.get("mask_dir") == mask_dir:
-                return kept
-        except ValueError:
-            pass                     # unreadable: computed again
-    result = {**evaluate_silhouettes(mesh_path, scene_dir, mask_dir, workers=workers, sheet_path=sheet_path),
-              "mask_dir": mask_dir, "sheet": sheet_path.name}
-    atomic_write_text(json_path, json.dumps(result, indent=1))
-    return result

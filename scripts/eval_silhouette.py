@@ -23,6 +23,7 @@ if str(ROOT) not in sys.path:
 from datasets.dtu import DatasetError  # noqa: E402
 from evaluation.metrics import GeometryError, write_json  # noqa: E402
 from evaluation.silhouette import evaluate_silhouettes  # noqa: E402
+from systems.atomic import atomic_write_image  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -42,17 +43,17 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         result = evaluate_silhouettes(args.mesh, args.scene, args.mask_dir, args.cameras, args.workers,
-                                      args.sheet)
+                                      sheet=bool(args.sheet))
     except (GeometryError, DatasetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     for view, iou in enumerate(result["per_view"]):
         print(f"view {view:3d}  IoU {iou:.4f}")
     print(f"mean IoU {result['mean_iou']:.4f} over {len(result['per_view'])} views")
+    if args.sheet:
+        print(f"wrote {atomic_write_image(args.sheet, result.pop('sheet'))}")
     if args.json:
         write_json(args.json, result)
-    if args.sheet:
-        print(f"wrote {args.sheet}")
     return 0
 
 

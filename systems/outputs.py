@@ -1,4 +1,4 @@
-"""What a run writes besides checkpoints: validation images, world-space meshes, their Chamfer.
+"""What a run writes besides checkpoints: validation images, world-space meshes, their Chamfer and silhouette check.
 
 Both whole-view renderers here (colour for validation images, heads for projections) go through
 `render_chunked`, so a view is rendered the same way wherever it is needed.
@@ -17,9 +17,10 @@ import trimesh
 
 from datasets.dtu import DTUDataset, near_far_from_sphere
 from evaluation.metrics import chamfer_files
+from evaluation.silhouette import check_paths, evaluate_silhouettes
 from models.mesh import evaluate_grid, fill_enclosed, largest_component, marching_cubes, to_world
 from models.mesh_export import export_formats, network_color_fn, vertex_colors
-from systems.atomic import atomic_write, atomic_write_text, named_disk_full
+from systems.atomic import atomic_write, atomic_write_image, atomic_write_text, named_disk_full
 from systems.settings import ValidateSettings
 
 
@@ -146,3 +147,23 @@ class MeshWriter:
         print(f"[eval] {which} Chamfer (world units): " + json.dumps({k: round(v, 4) for k, v in result.items()
                                                                      if isinstance(v, float)}))
         return result
+
+
+def silhouette_check(mesh_path, scene_dir, mask_dir: str, workers: int = 0) -> dict:
+    """The mesh's silhouette against scene_dir/mask_dir in every view (evaluation.silhouette), kept beside it
+    (check_paths: the figures and the sheet) and read back while the mesh is not newer and the masks are the
+    same folder: the run, its report and the bench share one computation. {"mean_iou", "per_view", "mask_dir"}."""
+    json_path, sheet_path = check_paths(mesh_path)
+    mask_dir = str(mask_dir)
+    if json_path.is_file() and sheet_path.is_file() and json_path.stat().st_mtime >= Path(mesh_path).stat().st_mtime:
+        try:
+            kept = json.loads(json_path.read_text())
+            if kept.get("mask_dir") == mask_dir:
+                return kept
+        except ValueError:
+            pass                     # unreadable: computed again
+    result = evaluate_silhouettes(mesh_path, scene_dir, mask_dir, workers=workers, sheet=True)
+    atomic_write_image(sheet_path, result.pop("sheet"))
+    result["mask_dir"] = mask_dir
+    atomic_write_text(json_path, json.dumps(result, indent=1))
+    return result

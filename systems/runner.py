@@ -10,6 +10,7 @@ import torch
 
 from datasets.dtu import DatasetError
 from evaluation.report import write_report
+from evaluation.silhouette import check_paths
 from models.mesh_export import parse_formats
 from sam_utils.errors import PromptError, SamCheckpointError, SegmenterError
 from sam_utils.prompts import Prompt, parse_cli_prompt
@@ -18,6 +19,7 @@ from systems.checkpoint import CheckpointError
 from systems.config import Conf, ConfigError
 from systems.distill import build_feature_distiller
 from systems.nto3d import NTO3DPipeline
+from systems.outputs import silhouette_check
 from systems.pipeline import CosAnneal, Pipeline, ScenePipeline
 from systems.settings import load_settings
 from systems.stages import RaySampler
@@ -80,6 +82,21 @@ def build_run(conf: Conf, device: torch.device, is_continue: bool = False, promp
     return Run(trainer, pipeline, features)
 
 
+def check_target_silhouette(mesh: Path, data_dir: Path, mask_dir: str) -> None:
+    """The target mesh against the scene's masks (nto3d.gt_mask_dir, where set and present) in every view,
+    kept beside the mesh for the report; a failure warns, the run's outputs stand."""
+    if not mask_dir or not (Path(data_dir) / mask_dir).is_dir() or not mesh.is_file():
+        return
+    try:
+        res = silhouette_check(mesh, data_dir, mask_dir)
+    except Exception as exc:  # noqa: BLE001 - an empty mesh or unreadable masks must not hide the outputs
+        print(f"[silhouette] WARNING: no silhouette check of {mesh.name}: {type(exc).__name__}: {exc}")
+        return
+    worst = int(np.argmin(res["per_view"]))
+    print(f"[silhouette] {mesh.name} against {mask_dir}/: mean IoU {res['mean_iou']:.4f}, worst view {worst} "
+          f"{res['per_view'][worst]:.4f} -> {check_paths(mesh)[1]}")
+
+
 def run(args: argparse.Namespace) -> int:
     conf = Conf.from_file(args.conf, case=args.case, overrides="\n".join(args.override))
     device = resolve_device(args.gpu)
@@ -94,9 +111,10 @@ def run(args: argparse.Namespace) -> int:
         try:
             tr.fit()
             p.progress.stage("mesh")
-            p.write_mesh(tr.iteration, args.mcube_resolution, args.mcube_threshold)
+            mesh = p.write_mesh(tr.iteration, args.mcube_resolution, args.mcube_threshold)
             if getattr(p, "phase", None) == "done":
                 p.validate_image(tr.iteration, view=0)
+                check_target_silhouette(mesh.with_name("target.ply"), p.dataset.data_dir, p.n.gt_mask_dir)
         except BaseException as exc:
             p.progress.error(f"{type(exc).__name__}: {exc}")
             raise

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from evaluation.metrics import chamfer_files
+from evaluation.silhouette import check_paths
+from systems.runner import check_target_silhouette
 from tests.oracles import DegradedOracle
 from tests.runs import make_run
 
@@ -70,10 +72,16 @@ def test_the_run_report_of_the_pipeline_run_has_its_plots_and_renders(run, tiny_
 
     from evaluation.report import write_report
 
-    run.pipeline.write_mesh(run.trainer.iteration, resolution=64)
+    mesh = run.pipeline.write_mesh(run.trainer.iteration, resolution=64).with_name("target.ply")
+    check_target_silhouette(mesh, tiny_scene, "")                  # no masks named: no check
+    assert not check_paths(mesh)[0].exists()
+    check_target_silhouette(mesh, tiny_scene, run.pipeline.n.gt_mask_dir)   # what train.py does after the mesh
+    kept = json.loads(check_paths(mesh)[0].read_text())
+    assert kept["mask_dir"] == "gt/target_mask" and len(kept["per_view"]) == 8 and 0 < kept["mean_iou"] <= 1
     page = write_report(run.exp_dir, tiny_scene).read_text()
     images = dict(re.findall(r'id="(img-[\w-]+)" src="data:image/\w+;base64,([^"]+)"', page))
-    assert {"img-prompt", "img-iou"} <= set(images) and any(k.startswith("img-render") for k in images)
+    assert {"img-prompt", "img-iou", "img-silhouette"} <= set(images) and any(k.startswith("img-render") for k in images)
+    assert f"mean IoU {kept['mean_iou']:.4f} over 8 views" in page
     for key, data in images.items():
         img = cv2.imdecode(np.frombuffer(base64.b64decode(data), np.uint8), cv2.IMREAD_COLOR)
         assert img is not None and img.shape[0] > 16 and img.std() > 1.0, key

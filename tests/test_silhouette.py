@@ -1,6 +1,8 @@
 """Silhouette check (evaluation/silhouette.py, scripts/eval_silhouette.py): rasteriser rules and the
 ground-truth target mesh of a synthetic scene against its gt/target_mask."""
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +14,8 @@ import trimesh
 
 from datasets.dtu import DatasetError
 from datasets.synthetic import make_scene
-from evaluation.silhouette import evaluate_silhouettes, rasterize, silhouette
+from evaluation.silhouette import check_paths, evaluate_silhouettes, rasterize, silhouette
+from systems.outputs import silhouette_check
 
 ROOT = Path(__file__).resolve().parents[1]
 # The renderer's masks count a ray as a hit within a fraction of a pixel of the surface, so they are
@@ -61,24 +64,43 @@ def test_gt_target_mesh_matches_its_masks(scene):
     assert evaluate_silhouettes(scene / "gt" / "scene.ply", scene)["mean_iou"] >= EDGE_IOU
 
 
-def tinted(sheet_path: Path) -> tuple[int, int]:
-    """Pixels of a silhouette sheet tinted red (mesh only) and blue (mask only)."""
-    bgr = cv2.imread(str(sheet_path)).astype(int)
-    b, g, r = bgr[..., 0], bgr[..., 1], bgr[..., 2]
+def tinted(sheet: np.ndarray) -> tuple[int, int]:
+    """Pixels of a silhouette sheet (RGB) tinted red (mesh only) and blue (mask only)."""
+    r, g, b = (sheet[..., k].astype(int) for k in range(3))
     return int(((r > g + 60) & (r > b + 60)).sum()), int(((b > g + 40) & (b > r + 60)).sum())
 
 
 @pytest.mark.parametrize("factor", [0.9, 1.1])
 def test_shrunk_or_grown_mesh_scores_lower(scene, tmp_path, factor):
-    gt = evaluate_silhouettes(scene / "gt" / "target.ply", scene, "gt/target_mask", sheet_path=tmp_path / "gt.png")
+    gt = evaluate_silhouettes(scene / "gt" / "target.ply", scene, "gt/target_mask", sheet=True)
     scaled(trimesh.load(scene / "gt" / "target.ply", process=False), factor).export(tmp_path / "m.ply")
-    res = evaluate_silhouettes(tmp_path / "m.ply", scene, "gt/target_mask", sheet_path=tmp_path / "m.png")
+    res = evaluate_silhouettes(tmp_path / "m.ply", scene, "gt/target_mask", sheet=True)
     assert all(r < g - 0.05 for r, g in zip(res["per_view"], gt["per_view"]))
     assert res["mean_iou"] < 0.9
     # the sheet shows what is wrong: a shrunk mesh leaves mask-only (blue) pixels, a grown one mesh-only (red)
-    (red0, blue0), (red, blue) = tinted(tmp_path / "gt.png"), tinted(tmp_path / "m.png")
+    (red0, blue0), (red, blue) = tinted(gt["sheet"]), tinted(res["sheet"])
     missing, extra = (blue - blue0, red - red0) if factor < 1 else (red - red0, blue - blue0)
     assert missing > 400 and extra < missing / 10, (red0, blue0, red, blue)
+
+
+def test_a_runs_check_is_kept_beside_the_mesh_and_read_back_while_the_mesh_is_unchanged(scene, tmp_path):
+    """systems.outputs.silhouette_check: the figures and the sheet beside the mesh; read back while the mesh
+    is not newer and the mask folder is the same, computed again otherwise (a shrunk mesh scores lower)."""
+    mesh = tmp_path / "target.ply"
+    shutil.copy(scene / "gt" / "target.ply", mesh)
+    first = silhouette_check(mesh, scene, "gt/target_mask")
+    json_path, sheet_path = check_paths(mesh)
+    assert json.loads(json_path.read_text()) == first and first["mask_dir"] == "gt/target_mask"
+    assert cv2.imread(str(sheet_path)).shape == (2 * 180, 2 * 240, 3)      # 4 views, 2 x 2 tiles
+    json_path.write_text(json.dumps({**first, "mean_iou": 0.123}))         # a kept figure is read, not recomputed
+    assert silhouette_check(mesh, scene, "gt/target_mask")["mean_iou"] == 0.123
+    scaled(trimesh.load(mesh, process=False), 0.8).export(mesh)
+    later = json_path.stat().st_mtime + 5
+    os.utime(mesh, (later, later))                                         # a newer mesh: computed again
+    shrunk = silhouette_check(mesh, scene, "gt/target_mask")["mean_iou"]
+    assert 0.123 < shrunk < first["mean_iou"] - 0.1
+    whole = silhouette_check(mesh, scene, "mask")                          # other masks: computed again
+    assert whole["mask_dir"] == "mask" and whole["mean_iou"] < shrunk      # the scene's masks hold far more
 
 
 def test_eval_silhouette_cli(scene, tmp_path):
