@@ -14,6 +14,7 @@
 # Logs and JSON in ${OUT:-exp/bench_out}.
 set -uo pipefail
 OUT=${OUT:-exp/bench_out}; mkdir -p "$OUT"
+source bench/device_env.sh                # the carried wheels (carry [".whl"])
 PY=${PY:-python3}
 LIMIT=${LIMIT:-560}                      # seconds for the whole script (the device allows 600 a call)
 read -r -a G <<< "${GPUS:-0 1 2 3}"

@@ -8,10 +8,7 @@
 set -uo pipefail
 TAG=${TAG:-suite}; OUT=${OUT:-exp/bench_out}; RES=/tmp/res_$TAG
 mkdir -p "$OUT" "$RES"
-if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-fi
+source bench/device_env.sh
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader > "$RES/gpu.txt" 2>&1
 nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader -l 10 > "$RES/gpu_util.csv" 2>&1 &
 MON=$!
