@@ -7,6 +7,7 @@
 set -uo pipefail
 OUT=${OUT:-exp/bench_out}; mkdir -p "$OUT"
 PY=${PY:-python3}
+source bench/device_env.sh                # the carried wheels (carry [".whl"])
 WHAT=(); while [ $# -gt 0 ] && [ "$1" != "--" ]; do WHAT+=("$1"); shift; done; [ $# -gt 0 ] && shift
 DATA=(); [ -d gpu_data ] && DATA=(--data_root gpu_data)   # scenes pre-generated here save ~36 s each
 for what in "${WHAT[@]}"; do
