@@ -8,6 +8,8 @@ from pathlib import Path
 
 from sam_utils.lifting import load_final, load_rounds
 
+DEVICE_LINE = "[bench] device: "      # bench/run.py's first line of a run names its device after this
+
 
 def lifting_fields(history: list[dict]) -> dict:
     """history: the lifting's entries in order (round 0's prompt, the rounds' reports, the final masks' entry)."""
@@ -25,7 +27,8 @@ def lifting_fields(history: list[dict]) -> dict:
 
 def stopped_run(folder: Path, rc: int | None) -> dict | None:
     """The lifting's result of a run under folder that ended without its JSON (killed, rc), when its lifting
-    finished (masks/final.json written): bench/run.py's lifting keys, `partial` saying so; else None."""
+    finished (masks/final.json written): bench/run.py's lifting keys, `partial` saying so, and the device its
+    run.log names; else None."""
     finals = sorted(Path(folder).rglob("masks/final.json"))
     exp_dir = finals[-1].parent.parent if finals else None
     final = load_final(exp_dir) if exp_dir is not None else None
@@ -33,5 +36,9 @@ def stopped_run(folder: Path, rc: int | None) -> dict | None:
         return None
     history = [report for _, report in load_rounds(exp_dir)] + [final]
     timings = exp_dir / "timings.json"
+    log = Path(folder) / "run.log"
+    device = next((line[len(DEVICE_LINE):].strip() for line in log.read_text(errors="replace").splitlines()
+                   if line.startswith(DEVICE_LINE)), None) if log.is_file() else None
     return {**lifting_fields(history), "partial": f"stopped after its lifting (rc {rc})", "exp_dir": str(exp_dir),
+            **({"device": device} if device else {}),
             **({"stages": json.loads(timings.read_text())} if timings.is_file() else {})}

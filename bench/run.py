@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from bench.lifting_record import lifting_fields  # noqa: E402
+from bench.lifting_record import DEVICE_LINE, lifting_fields  # noqa: E402
 from bench.target_cut_ab import cut_ab_pipeline, off_target  # noqa: E402
 from datasets.synthetic import make_scene  # noqa: E402
 from evaluation.segmentation import segmenter_alone_ious  # noqa: E402
@@ -60,6 +60,8 @@ def run_once(args, case: str, extra: list[str], tag: str, resume_from: Path | No
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"{DEVICE_LINE}{device_name}", flush=True)       # a run stopped before its JSON still names it
     if resume_from is not None:
         shutil.rmtree(exp_dir / "checkpoints", ignore_errors=True)
         (exp_dir / "checkpoints").mkdir(parents=True)
@@ -85,7 +87,7 @@ def run_once(args, case: str, extra: list[str], tag: str, resume_from: Path | No
               "rays_per_s": n_it * tr.s.batch_rays / max(t_train, 1e-9),
               "peak_gpu_gb": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else 0.0,
               "backend": p.model.sdf.encoding.backend, "exp_dir": str(exp_dir),
-              "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
+              "device": device_name}
     if getattr(p, "phase", None) == "done":
         result["target_start"] = p.phase_start
         masks = p.dataset.data_dir / p.n.gt_mask_dir if p.n.gt_mask_dir else None

@@ -240,6 +240,7 @@ def test_a_run_stopped_after_its_lifting_keeps_its_lifting_figures(suite, tmp_pa
     assert not (early / "run.json").exists()
     kept = json.loads((folder / "run.json").read_text())[0]
     assert "rc -9" in kept["partial"] and kept["total_s"] is None
+    assert kept["device"] == done["device"] == "cpu"                     # named by the run's log
     for key in ("iou_mean", "iou_worst", "iou_views", "rounds", "converged", "prompt_agreement", "rolled_back"):
         assert kept[key] == done[key], key
     assert [list(r) for r in kept["rounds_iou"]] == [list(r) for r in done["rounds_iou"]]
