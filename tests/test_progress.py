@@ -9,7 +9,7 @@ import pytest
 from sam_utils.errors import PromptError
 from sam_utils.prompts import load_prompt_file
 from systems.progress import MAX_LOSS_POINTS, ProgressLog, read_progress
-from webapp.runs import RunManager, done_text, run_warnings
+from webapp.runs import RunManager, done_text, run_silhouette, run_warnings
 from webapp.scene import PromptState, SceneData
 
 KEYS = {"status", "stage", "iteration", "until", "round", "n_accepted", "n_views", "loss", "contact_sheet",
@@ -130,3 +130,11 @@ def test_a_done_run_shows_its_mesh_and_the_liftings_warnings(tmp_path):
     text = done_text(dl)
     assert text.startswith("mesh: 10 vertices, 16 faces") and "**warning**: rolled back to round 2" in text
     assert "empty" in done_text({**dl, "n_faces": 0, "warnings": []}) and "warning" not in done_text({**dl, "warnings": []})
+    # the silhouette check train.py kept (where the conf names masks): mean, worst view, where the picture is
+    assert run_silhouette(tmp_path) is None and "silhouette" not in text
+    (tmp_path / "meshes").mkdir()
+    (tmp_path / "meshes" / "target_silhouette.json").write_text(json.dumps(
+        {"mean_iou": 0.93, "per_view": [0.95, 0.88, 0.96], "mask_dir": "mask"}))
+    sil = run_silhouette(tmp_path)
+    assert sil["worst_view"] == 1 and sil["sheet"].endswith("meshes/target_silhouette.jpg")
+    assert "silhouette against `mask/`: mean IoU 0.930 · worst view 1: 0.880" in done_text({**dl, "silhouette": sil})

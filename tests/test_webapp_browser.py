@@ -199,6 +199,7 @@ def test_click_run_and_download_in_chromium(app, scene, tmp_path):
         if text.startswith("error"):
             pytest.fail("the run failed: " + page.locator("#run_error textarea").input_value()[-3000:])
         assert text.startswith("done"), f"no result within {RUN_TIMEOUT_S} s: {text}"
+        assert "silhouette against gt/target_mask/: mean IoU" in text.replace("`", ""), text   # train.py's check
         assert len({i for i in seen if i > 0}) >= 2, f"progress did not advance: iterations {seen}"
         page.locator("#downloads a").first.wait_for(timeout=60000)
         page.locator("#mesh_view canvas").wait_for(timeout=30000)

@@ -8,6 +8,7 @@ itself are converted from target.ply) and as a preview .glb with the cameras for
 """
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -20,6 +21,7 @@ import numpy as np
 import trimesh
 
 from datasets.dtu import decompose_projection
+from evaluation.silhouette import check_paths
 from models.mesh_export import export_formats
 from sam_utils.lifting import load_final
 from systems.atomic import atomic_write
@@ -109,7 +111,7 @@ class RunManager:
             return None
         if self._finished is None:
             self._finished = {**finish_meshes(self.exp_dir / "meshes", self.data_dir),
-                              "warnings": run_warnings(self.exp_dir)}
+                              "warnings": run_warnings(self.exp_dir), "silhouette": run_silhouette(self.exp_dir)}
         return self._finished
 
 
@@ -118,11 +120,29 @@ def run_warnings(exp_dir: Path) -> list[str]:
     return list((load_final(exp_dir) or {}).get("warnings") or [])
 
 
+def run_silhouette(exp_dir: Path) -> dict | None:
+    """The target mesh's silhouette check the run kept (train.py, where its conf names masks), else None."""
+    json_path, sheet_path = check_paths(Path(exp_dir) / "meshes" / "target.ply")
+    try:
+        res = json.loads(json_path.read_text())
+        worst = int(np.argmin(res["per_view"]))
+        return {"mean": float(res["mean_iou"]), "worst_view": worst, "worst": float(res["per_view"][worst]),
+                "mask_dir": res.get("mask_dir"), "sheet": str(sheet_path)}
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def done_text(dl: dict) -> str:
-    """What the page says under the run's status once it is done: the mesh, and what to look at."""
+    """What the page says under the run's status once it is done: the mesh, how well it fits the scene's
+    masks where the run checked it, and what to look at."""
     text = f"mesh: {dl['n_vertices']} vertices, {dl['n_faces']} faces · `{dl['mesh']}`"
     if dl["n_faces"] == 0:
         text += "\n\n**the mesh is empty**: the occupancy head claims no surface; see the contact sheets"
+    sil = dl.get("silhouette")
+    if sil:
+        text += (f"\n\nsilhouette against `{sil['mask_dir']}/`: mean IoU {sil['mean']:.3f} · worst view "
+                 f"{sil['worst_view']}: {sil['worst']:.3f} (`{sil['sheet']}`: green agree, red mesh only, "
+                 f"blue mask only)")
     return text + "".join(f"\n\n**warning**: {w}" for w in dl.get("warnings", []))
 
 
