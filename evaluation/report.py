@@ -27,7 +27,7 @@ import trimesh
 from datasets.dtu import IMAGE_EXTS
 from evaluation import report_plots as plots
 from evaluation.mesh_render import camera_from_world_mat, render_mesh, scaled_intrinsics
-from evaluation.silhouette import check_paths
+from evaluation.silhouette import read_check
 from sam_utils.lifting import load_final, load_rounds
 from systems.config import Conf
 
@@ -186,17 +186,15 @@ def _data_dir_from_conf(exp_dir: Path) -> Path | None:
 
 
 def silhouette_section(mesh_path: Path) -> str | None:
-    """The mesh's silhouette check where the run kept one (evaluation.silhouette.check_paths: the target mesh
+    """The mesh's silhouette check where the run kept one (evaluation.silhouette.read_check: the target mesh
     against the conf's masks): mean and worst IoU and the sheet of where they differ; else None."""
-    json_path, sheet_path = check_paths(mesh_path)
-    res = _read_json(json_path)
-    if not res or not res.get("per_view"):
+    res = read_check(mesh_path)
+    if res is None or not res["per_view"]:
         return None
-    worst = int(np.argmin(res["per_view"]))
-    sheet = _read_rgb(sheet_path)
-    return (f"<h2>Silhouette check: {html.escape(mesh_path.name)} against {html.escape(str(res.get('mask_dir')))}/"
-            f"</h2><p>mean IoU {res['mean_iou']:.4f} over {len(res['per_view'])} views; worst view {worst}: "
-            f"{res['per_view'][worst]:.4f}</p>" + ("" if sheet is None else _img(
+    sheet = _read_rgb(res["sheet"])
+    return (f"<h2>Silhouette check: {html.escape(mesh_path.name)} against {html.escape(str(res['mask_dir']))}/"
+            f"</h2><p>mean IoU {res['mean']:.4f} over {len(res['per_view'])} views; worst view {res['worst_view']}: "
+            f"{res['worst']:.4f}</p>" + ("" if sheet is None else _img(
                 sheet, "img-silhouette", "green: mesh and mask agree, red: mesh only, blue: mask only", "jpeg")))
 
 

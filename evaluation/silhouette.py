@@ -9,6 +9,7 @@ sampling the renderers' masks use (one ray per pixel centre).
 """
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -157,3 +158,17 @@ def check_paths(mesh_path) -> tuple[Path, Path]:
     mesh_path = Path(mesh_path)
     return (mesh_path.with_name(f"{mesh_path.stem}_silhouette.json"),
             mesh_path.with_name(f"{mesh_path.stem}_silhouette.jpg"))
+
+
+def read_check(mesh_path) -> dict | None:
+    """The silhouette check a run kept beside mesh_path (check_paths), with its worst view: {"mean", "worst",
+    "worst_view", "per_view", "mask_dir", "sheet" (path)}; None where there is none or it is unreadable."""
+    json_path, sheet_path = check_paths(mesh_path)
+    try:
+        res = json.loads(json_path.read_text())
+        per_view = [float(v) for v in res["per_view"]]
+        worst = int(np.argmin(per_view))
+        return {"mean": float(res["mean_iou"]), "worst": per_view[worst], "worst_view": worst, "per_view": per_view,
+                "mask_dir": res.get("mask_dir"), "sheet": sheet_path}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

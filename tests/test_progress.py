@@ -136,5 +136,5 @@ def test_a_done_run_shows_its_mesh_and_the_liftings_warnings(tmp_path):
     (tmp_path / "meshes" / "target_silhouette.json").write_text(json.dumps(
         {"mean_iou": 0.93, "per_view": [0.95, 0.88, 0.96], "mask_dir": "mask"}))
     sil = run_silhouette(tmp_path)
-    assert sil["worst_view"] == 1 and sil["sheet"].endswith("meshes/target_silhouette.jpg")
+    assert sil["worst_view"] == 1 and sil["sheet"] == tmp_path / "meshes" / "target_silhouette.jpg"
     assert "silhouette against `mask/`: mean IoU 0.930 · worst view 1: 0.880" in done_text({**dl, "silhouette": sil})

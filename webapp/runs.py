@@ -8,7 +8,6 @@ itself are converted from target.ply) and as a preview .glb with the cameras for
 """
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import subprocess
@@ -21,7 +20,7 @@ import numpy as np
 import trimesh
 
 from datasets.dtu import decompose_projection
-from evaluation.silhouette import check_paths
+from evaluation.silhouette import read_check
 from models.mesh_export import export_formats
 from sam_utils.lifting import load_final
 from systems.atomic import atomic_write
@@ -122,14 +121,7 @@ def run_warnings(exp_dir: Path) -> list[str]:
 
 def run_silhouette(exp_dir: Path) -> dict | None:
     """The target mesh's silhouette check the run kept (train.py, where its conf names masks), else None."""
-    json_path, sheet_path = check_paths(Path(exp_dir) / "meshes" / "target.ply")
-    try:
-        res = json.loads(json_path.read_text())
-        worst = int(np.argmin(res["per_view"]))
-        return {"mean": float(res["mean_iou"]), "worst_view": worst, "worst": float(res["per_view"][worst]),
-                "mask_dir": res.get("mask_dir"), "sheet": str(sheet_path)}
-    except (OSError, ValueError, KeyError):
-        return None
+    return read_check(Path(exp_dir) / "meshes" / "target.ply")
 
 
 def done_text(dl: dict) -> str:
