@@ -124,7 +124,7 @@ def target_silhouette(mesh: Path, p) -> dict:
     except GeometryError as e:
         print(f"[bench] silhouette: {e}")
         return {"mean": 0.0, "worst": 0.0}
-    return {"mean": sil["mean_iou"], "worst": min(sil["per_view"])}
+    return {"mean": sil["mean"], "worst": sil["worst"]}
 
 
 def propagation_baseline(p, ckpt_dir: Path) -> dict | None:

@@ -17,7 +17,7 @@ import trimesh
 
 from datasets.dtu import DTUDataset, near_far_from_sphere
 from evaluation.metrics import chamfer_files
-from evaluation.silhouette import check_paths, evaluate_silhouettes
+from evaluation.silhouette import check_paths, evaluate_silhouettes, read_check
 from models.mesh import evaluate_grid, fill_enclosed, largest_component, marching_cubes, to_world
 from models.mesh_export import export_formats, network_color_fn, vertex_colors
 from systems.atomic import atomic_write, atomic_write_image, atomic_write_text, named_disk_full
@@ -152,18 +152,15 @@ class MeshWriter:
 def silhouette_check(mesh_path, scene_dir, mask_dir: str, workers: int = 0) -> dict:
     """The mesh's silhouette against scene_dir/mask_dir in every view (evaluation.silhouette), kept beside it
     (check_paths: the figures and the sheet) and read back while the mesh is not newer and the masks are the
-    same folder: the run, its report and the bench share one computation. {"mean_iou", "per_view", "mask_dir"}."""
+    same folder: the run, its report and the bench share one computation. evaluation.silhouette.read_check's
+    dict ({"mean", "worst", "worst_view", "per_view", "mask_dir", "sheet"})."""
     json_path, sheet_path = check_paths(mesh_path)
     mask_dir = str(mask_dir)
-    if json_path.is_file() and sheet_path.is_file() and json_path.stat().st_mtime >= Path(mesh_path).stat().st_mtime:
-        try:
-            kept = json.loads(json_path.read_text())
-            if kept.get("mask_dir") == mask_dir:
-                return kept
-        except ValueError:
-            pass                     # unreadable: computed again
+    kept = read_check(mesh_path)                    # None where missing or unreadable: computed again
+    if kept is not None and kept["mask_dir"] == mask_dir and sheet_path.is_file() \
+            and json_path.stat().st_mtime >= Path(mesh_path).stat().st_mtime:
+        return kept
     result = evaluate_silhouettes(mesh_path, scene_dir, mask_dir, workers=workers, sheet=True)
     atomic_write_image(sheet_path, result.pop("sheet"))
-    result["mask_dir"] = mask_dir
-    atomic_write_text(json_path, json.dumps(result, indent=1))
-    return result
+    atomic_write_text(json_path, json.dumps({**result, "mask_dir": mask_dir}, indent=1))
+    return read_check(mesh_path)

@@ -10,7 +10,6 @@ import torch
 
 from datasets.dtu import DatasetError
 from evaluation.report import write_report
-from evaluation.silhouette import read_check
 from models.mesh_export import parse_formats
 from sam_utils.errors import PromptError, SamCheckpointError, SegmenterError
 from sam_utils.prompts import Prompt, parse_cli_prompt
@@ -88,11 +87,10 @@ def check_target_silhouette(mesh: Path, data_dir: Path, mask_dir: str) -> None:
     if not mask_dir or not (Path(data_dir) / mask_dir).is_dir() or not mesh.is_file():
         return
     try:
-        silhouette_check(mesh, data_dir, mask_dir)
+        res = silhouette_check(mesh, data_dir, mask_dir)
     except Exception as exc:  # noqa: BLE001 - an empty mesh or unreadable masks must not hide the outputs
         print(f"[silhouette] WARNING: no silhouette check of {mesh.name}: {type(exc).__name__}: {exc}")
         return
-    res = read_check(mesh)
     print(f"[silhouette] {mesh.name} against {mask_dir}/: mean IoU {res['mean']:.4f}, worst view {res['worst_view']} "
           f"{res['worst']:.4f} -> {res['sheet']}")
 

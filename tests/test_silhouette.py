@@ -90,17 +90,19 @@ def test_a_runs_check_is_kept_beside_the_mesh_and_read_back_while_the_mesh_is_un
     shutil.copy(scene / "gt" / "target.ply", mesh)
     first = silhouette_check(mesh, scene, "gt/target_mask")
     json_path, sheet_path = check_paths(mesh)
-    assert json.loads(json_path.read_text()) == first and first["mask_dir"] == "gt/target_mask"
+    kept = json.loads(json_path.read_text())
+    assert kept["per_view"] == first["per_view"] and kept["mean_iou"] == first["mean"]
+    assert first["mask_dir"] == "gt/target_mask" and first["sheet"] == sheet_path
     assert cv2.imread(str(sheet_path)).shape == (2 * 180, 2 * 240, 3)      # 4 views, 2 x 2 tiles
-    json_path.write_text(json.dumps({**first, "mean_iou": 0.123}))         # a kept figure is read, not recomputed
-    assert silhouette_check(mesh, scene, "gt/target_mask")["mean_iou"] == 0.123
+    json_path.write_text(json.dumps({**kept, "mean_iou": 0.123}))          # a kept figure is read, not recomputed
+    assert silhouette_check(mesh, scene, "gt/target_mask")["mean"] == 0.123
     scaled(trimesh.load(mesh, process=False), 0.8).export(mesh)
     later = json_path.stat().st_mtime + 5
     os.utime(mesh, (later, later))                                         # a newer mesh: computed again
-    shrunk = silhouette_check(mesh, scene, "gt/target_mask")["mean_iou"]
-    assert 0.123 < shrunk < first["mean_iou"] - 0.1
+    shrunk = silhouette_check(mesh, scene, "gt/target_mask")["mean"]
+    assert 0.123 < shrunk < first["mean"] - 0.1
     whole = silhouette_check(mesh, scene, "mask")                          # other masks: computed again
-    assert whole["mask_dir"] == "mask" and whole["mean_iou"] < shrunk      # the scene's masks hold far more
+    assert whole["mask_dir"] == "mask" and whole["mean"] < shrunk      # the scene's masks hold far more
 
 
 def test_eval_silhouette_cli(scene, tmp_path):
